@@ -1,0 +1,16 @@
+"""kubeadm-libvirt: `pulumi up` builds the VMs on libvirt, then a kubeadm cluster on them."""
+
+import pulumi
+
+from components.infrastructure import Infrastructure
+from components.stack_config import load_cluster_config
+
+# Validates every key at once and stops here, before any resource is registered, when something is wrong.
+config = load_cluster_config()
+
+infrastructure = Infrastructure("kubeadm-libvirt", config)
+
+pulumi.export("nodes", {node.name: {"ip": str(node.ip), "role": node.role} for node in config.nodes})
+pulumi.export("controlPlaneSchedulable", config.control_plane_schedulable)
+if config.ssh.generates_key_pair:
+    pulumi.export("sshPrivateKey", infrastructure.ssh_private_key)

@@ -1,0 +1,113 @@
+"""The typed configuration of a cluster: built once from the stack config, validated, then passed down read-only.
+
+Defaults do not live here: Pulumi.yaml declares every key with its default and the Pulumi CLI merges them with the
+stack file before the program runs. What lives here is the shape, and the few values that are *derived* from other
+values (a node's MAC, the network's gateway).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Literal
+
+Role = Literal["control-plane", "worker"]
+CONTROL_PLANE: Role = "control-plane"
+WORKER: Role = "worker"
+ROLES: tuple[Role, ...] = (CONTROL_PLANE, WORKER)
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One VM and the Kubernetes node it becomes."""
+
+    name: str
+    role: Role
+    ip: ipaddress.IPv4Address
+    mac: str
+    vcpus: int
+    memory_mib: int
+    disk_gib: int
+
+    @property
+    def is_control_plane(self) -> bool:
+        return self.role == CONTROL_PLANE
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """The libvirt NAT network the nodes share; DHCP is off, every node has a static address."""
+
+    name: str
+    cidr: ipaddress.IPv4Network
+    gateway: ipaddress.IPv4Address
+    nameservers: tuple[ipaddress.IPv4Address, ...]
+
+
+@dataclass(frozen=True)
+class SshSpec:
+    """How the nodes are logged into. Both key halves are None when the stack is to generate the pair."""
+
+    user: str
+    public_key: str | None
+    # The private key is a secret: never in repr, and wrapped in Output.secret wherever it is used.
+    private_key: str | None = field(default=None, repr=False)
+
+    @property
+    def generates_key_pair(self) -> bool:
+        return self.public_key is None
+
+
+@dataclass(frozen=True)
+class KubernetesSpec:
+    """What runs on the nodes: versions, subnets, package and image sources."""
+
+    version: str  # "1.34" (newest patch of that minor) or "1.34.3"
+    pod_subnet: ipaddress.IPv4Network
+    service_subnet: ipaddress.IPv4Network
+    kube_proxy_mode: Literal["ipvs", "iptables"]
+    calico_version: str
+    mirror: Literal["global", "china"]
+    docker_apt_mirror: str
+    kubernetes_apt_mirror: str
+    image_repository: str
+    registry_mirrors: tuple[str, ...]
+    calico_manifest_url: str
+    docker_version: str
+    containerd_version: str
+    smoke_test: bool
+    allow_cgroup_v1: bool
+
+    @property
+    def minor(self) -> str:
+        return ".".join(self.version.split(".")[:2])
+
+    @property
+    def minor_number(self) -> int:
+        return int(self.version.split(".")[1])
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Everything the program builds from: validated, immutable, created once in __main__.py."""
+
+    nodes: tuple[NodeSpec, ...]
+    network: NetworkSpec
+    ssh: SshSpec
+    image_url: str
+    storage_pool: str
+    kubernetes: KubernetesSpec
+    protect_control_plane: bool = False
+
+    @property
+    def control_plane(self) -> NodeSpec:
+        return next(node for node in self.nodes if node.is_control_plane)
+
+    @property
+    def workers(self) -> tuple[NodeSpec, ...]:
+        return tuple(node for node in self.nodes if not node.is_control_plane)
+
+    @property
+    def control_plane_schedulable(self) -> bool:
+        # With no workers the control-plane taint is removed so workloads (and the smoke test) can run.
+        return not self.workers

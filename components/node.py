@@ -1,0 +1,89 @@
+"""One VM: its copy-on-write disk, its cloud-init disk and its libvirt domain."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_libvirt as libvirt
+
+from components.cloudinit import NodeSeed
+from components.config import NodeSpec
+
+GIB = 1024**3
+# Ubuntu cloud images hang at boot without a serial console (cloud-images bug 1573095).
+SERIAL_CONSOLE = {"type": "pty", "target_port": "0", "target_type": "serial"}
+
+
+@dataclass(frozen=True)
+class NodeArgs:
+    spec: NodeSpec
+    seed: pulumi.Input[NodeSeed]  # an Output while a generated SSH key is unknown
+    base_volume_id: pulumi.Input[str]
+    network_id: pulumi.Input[str]
+    pool: str
+    protect: bool = False
+
+
+class Node(pulumi.ComponentResource):
+    """A libvirt VM that boots once into its static address, hostname and SSH key."""
+
+    ip: str
+    domain_id: pulumi.Output[str]
+
+    def __init__(self, name: str, args: NodeArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("kubeadm-libvirt:index:Node", name, None, opts)
+        spec = args.spec
+        seed = pulumi.Output.from_input(args.seed)
+        # The seed's digest is part of the disk and ISO names: a new seed renames both, which replaces them, and
+        # the new disk replaces the domain. cloud-init only runs on a first boot, so a changed seed must mean a
+        # fresh VM, never a swapped CD-ROM on a running one (terraform-provider-libvirt #931).
+        seed_tag = seed.apply(lambda s: s.digest[:10])
+        # Explicit names make the bridge replace these delete-first; delete_before_replace says so outright.
+        replace_first = pulumi.ResourceOptions(parent=self, delete_before_replace=True, protect=args.protect)
+
+        self.cloud_init_disk = libvirt.CloudInitDisk(
+            f"{name}-cloudinit",
+            name=seed_tag.apply(lambda tag: f"{spec.name}-cloudinit-{tag}.iso"),
+            pool=args.pool,
+            user_data=seed.apply(lambda s: s.user_data),
+            meta_data=seed.apply(lambda s: s.meta_data),
+            network_config=seed.apply(lambda s: s.network_config),
+            opts=replace_first,
+        )
+        self.disk = libvirt.Volume(
+            f"{name}-disk",
+            name=seed_tag.apply(lambda tag: f"{spec.name}-{tag}.qcow2"),
+            pool=args.pool,
+            base_volume_id=args.base_volume_id,  # copy-on-write over the one shared base image
+            size=spec.disk_gib * GIB,
+            format="qcow2",
+            opts=replace_first,
+        )
+        self.domain = libvirt.Domain(
+            f"{name}-domain",
+            name=spec.name,
+            vcpu=spec.vcpus,
+            memory=spec.memory_mib,
+            cpu={"mode": "host-passthrough"},
+            cloudinit=self.cloud_init_disk.id,
+            disks=[{"volume_id": self.disk.id}],
+            # No `addresses` and no `wait_for_lease`: both are DHCP features. The address is static (netplan in
+            # the seed) and SSH dial retries are the readiness gate.
+            network_interfaces=[{"network_id": args.network_id, "mac": spec.mac, "wait_for_lease": False}],
+            consoles=[SERIAL_CONSOLE],
+            autostart=True,
+            opts=pulumi.ResourceOptions.merge(
+                replace_first,
+                pulumi.ResourceOptions(
+                    replace_on_changes=["cloudinit"],
+                    custom_timeouts=pulumi.CustomTimeouts(create="15m"),
+                ),
+            ),
+        )
+        self.spec = spec
+        self.ip = str(spec.ip)
+        self.domain_id = self.domain.id
+        self.register_outputs(
+            {"name": spec.name, "role": spec.role, "ip": self.ip, "mac": spec.mac, "domainId": self.domain.id}
+        )
