@@ -1,0 +1,53 @@
+"""Shared fixtures: a real SSH key pair, and runs of the real program under Pulumi's mocks."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from components.mockrun import StackRun, run_program
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "realvm: boots QEMU guests (slow); deselect with -m 'not realvm'")
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    private_key_path: Path
+    public_key: str
+
+    @property
+    def private_key(self) -> str:
+        return self.private_key_path.read_text()
+
+
+@pytest.fixture(scope="session")
+def key_pair(tmp_path_factory: pytest.TempPathFactory) -> KeyPair:
+    """A real ed25519 pair from ssh-keygen, as a user would configure it."""
+    if shutil.which("ssh-keygen") is None:
+        pytest.fail("ssh-keygen is missing: install openssh-client (.ci/run does)")
+    directory = tmp_path_factory.mktemp("ssh")
+    path = directory / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kubeadm-libvirt-test", "-f", str(path)], check=True)
+    return KeyPair(private_key_path=path, public_key=(directory / "id_ed25519.pub").read_text().strip())
+
+
+@pytest.fixture
+def dev_run() -> StackRun:
+    """The dev stack exactly as committed (the stack generates its SSH key pair)."""
+    return run_program("dev")
+
+
+@pytest.fixture
+def dev_run_with_key(key_pair: KeyPair) -> StackRun:
+    """The dev stack with a configured key pair, the private half set with --secret."""
+    return run_program(
+        "dev",
+        overrides={"sshPublicKey": key_pair.public_key, "sshPrivateKey": key_pair.private_key},
+        secret_keys=["sshPrivateKey"],
+    )

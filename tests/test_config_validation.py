@@ -1,0 +1,170 @@
+"""Every validation rule: one bad value in, one clear problem out (key, value, fix), all problems at once."""
+
+from __future__ import annotations
+
+import json
+
+import pulumi
+import pytest
+
+from components.mockrun import run_program
+from components.project_files import declared_keys, merged_config
+from components.stack_config import CONFIG_KEYS
+from components.validation import ConfigError, RawConfig, parse_cluster_config
+
+DEV_NODES = json.loads(merged_config("dev")["kubeadm-libvirt:nodes"])
+
+
+def dev_values(**overrides: object) -> dict[str, str]:
+    """The dev stack's merged config (short keys), with overrides encoded as the CLI would."""
+    merged = merged_config("dev", overrides)
+    return {key.split(":", 1)[1]: value for key, value in merged.items() if key.startswith("kubeadm-libvirt:")}
+
+
+def problems_for(secret_keys: frozenset[str] = frozenset(), **overrides: object) -> list[str]:
+    try:
+        parse_cluster_config(RawConfig(dev_values(**overrides), secret_keys))
+    except ConfigError as error:
+        return error.problems
+    return []
+
+
+def with_node(index: int, **changes: object) -> list[dict]:
+    nodes = [dict(node) for node in DEV_NODES]
+    nodes[index].update(changes)
+    return [{k: v for k, v in node.items() if v is not None} for node in nodes]
+
+
+def test_declared_keys_match_what_the_program_reads() -> None:
+    assert declared_keys() == set(CONFIG_KEYS)
+
+
+def test_dev_stack_is_valid() -> None:
+    config = parse_cluster_config(RawConfig(dev_values()))
+    assert [node.name for node in config.nodes] == ["kubernetes-master", "kubernetes-slave1", "kubernetes-slave2"]
+    assert config.control_plane.name == "kubernetes-master"
+    assert str(config.network.gateway) == "192.168.141.1"
+    assert [str(server) for server in config.network.nameservers] == ["192.168.141.1"]
+    assert all(node.vcpus == 2 and node.memory_mib == 2048 and node.disk_gib == 20 for node in config.nodes)
+    assert config.ssh.generates_key_pair
+
+
+CASES = [
+    # (id, overrides, expected fragments of one problem)
+    ("malformed ip", {"nodes": with_node(1, ip="192.168.141.300")}, ["nodes[1].ip", "'192.168.141.300'", "not an IPv4 address"]),
+    ("malformed cidr", {"network": {"cidr": "192.168.141.0/33"}}, ["network.cidr", "not an IPv4 subnet"]),
+    ("cidr with host bits", {"network": {"cidr": "192.168.141.5/24"}}, ["network.cidr", "host bits zero"]),
+    ("ip outside cidr", {"nodes": with_node(2, ip="10.1.2.3")}, ["nodes[2].ip", "outside network.cidr 192.168.141.0/24"]),
+    ("network address", {"nodes": with_node(1, ip="192.168.141.0")}, ["nodes[1].ip", "network or broadcast"]),
+    ("broadcast address", {"nodes": with_node(1, ip="192.168.141.255")}, ["nodes[1].ip", "network or broadcast"]),
+    ("gateway address", {"nodes": with_node(1, ip="192.168.141.1")}, ["nodes[1].ip", "is the gateway"]),
+    ("duplicate name", {"nodes": with_node(2, name="kubernetes-slave1")}, ["'kubernetes-slave1' is the name of 2 nodes"]),
+    ("duplicate ip", {"nodes": with_node(2, ip="192.168.141.131")}, ["'192.168.141.131' is the IP of 2 nodes"]),
+    ("duplicate mac", {"nodes": [dict(n, mac="52:54:00:00:00:01") for n in DEV_NODES]}, ["'52:54:00:00:00:01' is the MAC of 3 nodes"]),
+    ("bad mac", {"nodes": with_node(0, mac="01:00:5e:00:00:01")}, ["nodes[0].mac", "not a unicast MAC"]),
+    ("uppercase name", {"nodes": with_node(1, name="Worker1")}, ["nodes[1].name", "'Worker1'", "not a valid hostname"]),
+    ("name with dot", {"nodes": with_node(1, name="worker.lab")}, ["nodes[1].name", "not a valid hostname"]),
+    ("no control plane", {"nodes": with_node(0, role="worker")}, ["'0 control planes'", "exactly one node role: control-plane"]),
+    ("two control planes", {"nodes": with_node(1, role="control-plane")}, ["'2 control planes'"]),
+    ("unknown role", {"nodes": with_node(1, role="master")}, ["nodes[1].role", "'master'", "control-plane, worker"]),
+    ("unknown node key", {"nodes": with_node(1, cpus=4)}, ["nodes[1].cpus", "not a known node key"]),
+    ("missing ip", {"nodes": with_node(1, ip=None)}, ["nodes[1].ip", "is missing"]),
+    ("string vcpus", {"nodes": with_node(1, vcpus="4")}, ["nodes[1].vcpus", "'4' is a string, not a number"]),
+    ("bool vcpus", {"nodes": with_node(1, vcpus=True)}, ["nodes[1].vcpus", "not a whole number"]),
+    ("node vcpus < 2", {"nodes": with_node(1, vcpus=1)}, ["nodes[1].vcpus", "below 2", "kubeadm's preflight"]),
+    ("node memory < 2048", {"nodes": with_node(1, memoryMiB=1024)}, ["nodes[1].memoryMiB", "below 2048"]),
+    ("node disk < 20", {"nodes": with_node(1, diskGiB=10)}, ["nodes[1].diskGiB", "below 20"]),
+    ("default vcpus < 2", {"vcpus": "1"}, ["vcpus: 1 is below 2"]),
+    ("default memory not a number", {"memoryMiB": "2GiB"}, ["memoryMiB: '2GiB' is not a whole number"]),
+    ("default disk < 20", {"diskGiB": "8"}, ["diskGiB: 8 is below 20"]),
+    ("nodes not a list", {"nodes": {"name": "x"}}, ["nodes:", "is not a list"]),
+    ("unknown network key", {"network": {"cidr": "192.168.141.0/24", "dhcp": True}}, ["network.dhcp", "not a known key"]),
+    ("gateway outside", {"network": {"cidr": "192.168.141.0/24", "gateway": "10.0.0.1"}}, ["network.gateway", "not a host address"]),
+    ("bad nameserver", {"network": {"cidr": "192.168.141.0/24", "nameservers": ["dns.example"]}}, ["network.nameservers[0]", "not an IPv4 address"]),
+    ("bad public key", {"sshPublicKey": "not-a-key", "sshPrivateKey": "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n"}, ["sshPublicKey", "not an OpenSSH public key"]),
+    ("public key type", {"sshPublicKey": "ssh-foo AAAA", "sshPrivateKey": "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n"}, ["sshPublicKey", "unknown key type 'ssh-foo'"]),
+    ("public key without private", {"sshPublicKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGVmZmVjdGl2ZWx5LWEtdGVzdC1rZXktYm9keS0zMmI="}, ["sshPrivateKey", "is empty while sshPublicKey is set"]),
+    ("private without public", {"sshPrivateKey": "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n"}, ["sshPublicKey", "is empty while sshPrivateKey is set"]),
+    ("root user", {"sshUser": "root"}, ["sshUser: 'root' cannot be root"]),
+    ("bool as string", {"smokeTest": "yes"}, ["smokeTest: 'yes' is not a boolean"]),
+    ("version malformed", {"kubernetesVersion": "v1.34"}, ["kubernetesVersion: 'v1.34' is not a Kubernetes version"]),
+    ("version unsupported", {"kubernetesVersion": "1.29"}, ["kubernetesVersion: '1.29' is outside the supported"]),
+    ("1.35 without opt-in", {"kubernetesVersion": "1.35", "calicoVersion": "3.31.6"}, ["refuses cgroup v1", "allowCgroupV1 true"]),
+    ("1.36 on bionic", {"kubernetesVersion": "1.36.1", "calicoVersion": "3.32.0"}, ["cannot run on this image"]),
+    ("calico outside matrix", {"calicoVersion": "3.33.0"}, ["calicoVersion: '3.33.0' supports Kubernetes 1.35-1.37, not 1.34"]),
+    ("calico unknown", {"calicoVersion": "3.20.0"}, ["calicoVersion", "outside the supported Calico releases"]),
+    ("pod overlaps nodes", {"podSubnet": "192.168.0.0/16"}, ["podSubnet: '192.168.0.0/16' overlaps network.cidr"]),
+    ("service overlaps pods", {"serviceSubnet": "10.244.0.0/16"}, ["serviceSubnet: '10.244.0.0/16' overlaps podSubnet"]),
+    ("service too small", {"serviceSubnet": "10.96.0.0/28"}, ["serviceSubnet: '10.96.0.0/28' is too small"]),
+    ("service too large", {"serviceSubnet": "10.0.0.0/8"}, ["larger than the API server accepts"]),
+    ("pod subnet too small", {"podSubnet": "10.244.0.0/25"}, ["podSubnet", "holds 0 node /24 blocks for 3 nodes"]),
+    ("unknown mirror", {"mirror": "europe"}, ["mirror: 'europe' is not a known value", "global, china"]),
+    ("unknown proxy mode", {"kubeProxyMode": "nftables"}, ["kubeProxyMode: 'nftables'", "ipvs, iptables"]),
+    ("bad registry mirror", {"registryMirrors": ["mirror.example.com"]}, ["registryMirrors[0]", "not an http(s) URL"]),
+    ("bad docker version", {"dockerVersion": "latest"}, ["dockerVersion: 'latest' is not a version"]),
+]
+
+
+@pytest.mark.parametrize(("overrides", "fragments"), [case[1:] for case in CASES], ids=[case[0] for case in CASES])
+def test_each_rule_names_key_value_and_fix(overrides: dict, fragments: list[str]) -> None:
+    problems = problems_for(**overrides)
+    matching = [problem for problem in problems if all(fragment in problem for fragment in fragments)]
+    assert matching, f"no problem contains {fragments}; got {problems}"
+    assert all("; fix: " in problem for problem in problems)
+
+
+def test_all_problems_are_reported_at_once() -> None:
+    problems = problems_for(
+        vcpus="1", kubeProxyMode="nftables", podSubnet="192.168.0.0/16", nodes=with_node(1, ip="10.0.0.1", role="boss")
+    )
+    assert len(problems) == 5, problems
+
+
+def test_plain_text_private_key_is_refused_without_echoing_it(key_pair) -> None:
+    problems = problems_for(sshPublicKey=key_pair.public_key, sshPrivateKey=key_pair.private_key)
+    assert any("sshPrivateKey: '[secret]' is stored in plain text" in problem for problem in problems)
+    body = key_pair.private_key.splitlines()[1]
+    assert not any(body in problem for problem in problems)
+
+
+def test_secret_private_key_with_its_public_key_is_accepted(key_pair) -> None:
+    config = parse_cluster_config(
+        RawConfig(
+            dev_values(sshPublicKey=key_pair.public_key, sshPrivateKey=key_pair.private_key),
+            frozenset({"kubeadm-libvirt:sshPrivateKey"}),
+        )
+    )
+    assert config.ssh.public_key == key_pair.public_key
+    assert not config.ssh.generates_key_pair
+    assert key_pair.private_key.strip() not in repr(config)
+
+
+def test_1_35_with_opt_in_is_accepted() -> None:
+    config = parse_cluster_config(RawConfig(dev_values(kubernetesVersion="1.35.2", allowCgroupV1="true")))
+    assert config.kubernetes.minor == "1.35" and config.kubernetes.allow_cgroup_v1
+
+
+def test_1_36_is_accepted_on_a_cgroup_v2_image() -> None:
+    url = "https://cloud-images.ubuntu.com/noble/current/noble-server-cloudimg-amd64.img"
+    config = parse_cluster_config(RawConfig(dev_values(kubernetesVersion="1.36", calicoVersion="3.32.1", imageUrl=url)))
+    assert config.kubernetes.minor_number == 36
+
+
+def test_no_workers_is_allowed_and_makes_the_control_plane_schedulable() -> None:
+    config = parse_cluster_config(RawConfig(dev_values(nodes=DEV_NODES[:1])))
+    assert config.workers == () and config.control_plane_schedulable
+
+
+def test_mirror_profile_and_explicit_override() -> None:
+    china = parse_cluster_config(RawConfig(dev_values(mirror="china", imageRepository="registry.example.com/k8s")))
+    assert china.kubernetes.kubernetes_apt_mirror == "https://mirrors.aliyun.com/kubernetes-new/core/stable"
+    assert china.kubernetes.image_repository == "registry.example.com/k8s"
+
+
+def test_invalid_config_stops_the_program_before_any_resource() -> None:
+    with pytest.raises(pulumi.RunError) as raised:
+        run_program("dev", overrides={"vcpus": "1", "podSubnet": "192.168.141.0/24"}, command_stdout={})
+    message = str(raised.value)
+    assert "3 problems" in message and "vcpus: 1 is below 2" in message and "holds 1 node /24 blocks" in message
+    registered = pulumi.runtime.settings.get_monitor().registrations
+    assert registered == []
