@@ -1,0 +1,211 @@
+#!/usr/bin/env bash
+# configure-container-runtime.sh: containerd config for kubeadm (CRI on, SystemdCgroup, pause image, certs.d mirrors), optional docker daemon.json.
+# Safe to re-run: files are rewritten only when their content differs; services restart only when their config changed.
+# Inputs (env): SANDBOX_IMAGE, DOCKER_DAEMON_JSON (may be empty), CONTAINERD_REGISTRY_HOSTS (may be empty;
+#   "REGISTRY<TAB>BASE64(hosts.toml)" lines), RUNTIME_READY_TIMEOUT_SECONDS (optional, default 60).
+set -euo pipefail
+export LC_ALL=C
+
+TAG='[configure-container-runtime]'
+log() { printf '%s %s\n' "$TAG" "$*" >&2; }
+die() { printf '%s ERROR: %s\n' "$TAG" "$*" >&2; exit 1; }
+
+CONFIG=/etc/containerd/config.toml
+CERTS_D=/etc/containerd/certs.d
+DAEMON_JSON=/etc/docker/daemon.json
+HOSTS_MARKER='# Managed by kubeadm-libvirt (configure-container-runtime.sh); removed when no longer configured.'
+
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+# --- inputs (all checked before anything changes; exit 2 when invalid) ------------------------
+problems=()
+IMAGE_RE='^[A-Za-z0-9][A-Za-z0-9._/:@-]*$'
+sandbox_image=${SANDBOX_IMAGE-}
+if [[ ! $sandbox_image =~ $IMAGE_RE ]] || ((${#sandbox_image} > 255)); then
+  problems+=("SANDBOX_IMAGE='$sandbox_image': expected an image reference such as registry.k8s.io/pause:3.10.1")
+fi
+
+daemon_json=${DOCKER_DAEMON_JSON-}
+if [[ -n ${daemon_json//[[:space:]]/} ]]; then
+  if [[ ! $daemon_json =~ ^[[:space:]]*\{ ]]; then
+    problems+=("DOCKER_DAEMON_JSON: expected a JSON object (starting with '{'), got '${daemon_json:0:40}...'")
+  elif command -v python3 >/dev/null 2>&1 &&
+    ! printf '%s' "$daemon_json" | python3 -c 'import json, sys; json.load(sys.stdin)' 2>/dev/null; then
+    problems+=("DOCKER_DAEMON_JSON: not valid JSON")
+  fi
+else
+  daemon_json=''
+fi
+
+ready_timeout=${RUNTIME_READY_TIMEOUT_SECONDS:-60}
+if [[ ! $ready_timeout =~ ^[0-9]{1,6}$ ]] || ((10#$ready_timeout < 1)); then
+  problems+=("RUNTIME_READY_TIMEOUT_SECONDS='$ready_timeout': expected a whole number of seconds >= 1")
+fi
+
+# Registry hosts: decode into $WORK now, so that a bad record is reported before anything changes.
+REGISTRY_RE='^(_default|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?)$'
+registries=()
+declare -A seen_registry=()
+lineno=0
+while IFS= read -r line || [[ -n $line ]]; do
+  lineno=$((lineno + 1))
+  line=${line%$'\r'}
+  [[ -n ${line//[[:space:]]/} ]] || continue
+  where="CONTAINERD_REGISTRY_HOSTS line $lineno"
+  if [[ $line != *$'\t'* ]]; then
+    problems+=("$where: expected 'REGISTRY<TAB>BASE64_OF_HOSTS_TOML', found no tab")
+    continue
+  fi
+  registry=${line%%$'\t'*}
+  b64=${line#*$'\t'}
+  if [[ ! $registry =~ $REGISTRY_RE ]]; then
+    problems+=("$where: registry '$registry' is not a host[:port] name (or _default)")
+    continue
+  fi
+  if [[ -n ${seen_registry[$registry]-} ]]; then
+    problems+=("$where: registry '$registry' appears twice")
+    continue
+  fi
+  seen_registry[$registry]=1
+  decoded="$WORK/hosts.$lineno"
+  if [[ ! $b64 =~ ^[A-Za-z0-9+/]+={0,2}$ ]] || ! printf '%s' "$b64" | base64 -d >"$decoded" 2>/dev/null ||
+    [[ ! -s $decoded ]]; then
+    problems+=("$where: the hosts.toml for '$registry' is not valid non-empty base64")
+    continue
+  fi
+  { echo "$HOSTS_MARKER"; cat "$decoded"; } >"$decoded.toml"
+  registries+=("$registry=$decoded.toml")
+done <<<"${CONTAINERD_REGISTRY_HOSTS-}"
+
+if ((${#problems[@]} > 0)); then
+  for p in "${problems[@]}"; do printf '%s invalid input: %s\n' "$TAG" "$p" >&2; done
+  exit 2
+fi
+
+command -v containerd >/dev/null 2>&1 || die "containerd is not installed (run install-container-runtime first)"
+command -v ctr >/dev/null 2>&1 || die "ctr (containerd's client) is not installed"
+
+CHANGED=0
+put_file() { # put_file SRC DEST MODE: write only when the content differs; sets CHANGED=1 if written
+  local src=$1 dest=$2 mode=$3
+  CHANGED=0
+  if [[ -f $dest ]] && cmp -s "$src" "$dest"; then
+    [[ $(stat -c %a "$dest") == "$mode" ]] || chmod "$mode" "$dest"
+    return 0
+  fi
+  install -D -m "$mode" -o root -g root "$src" "$dest"
+  CHANGED=1
+  log "wrote $dest"
+}
+
+# --- /etc/containerd/config.toml -------------------------------------------------------------
+# Regenerated from the built-in defaults: the containerd.io package ships a config.toml with
+# disabled_plugins = ["cri"], and Debian's points CNI at /usr/lib/cni instead of /opt/cni/bin.
+generated="$WORK/config.toml"
+{
+  echo '# Managed by kubeadm-libvirt (configure-container-runtime.sh): "containerd config default" plus'
+  echo '# SystemdCgroup = true, the sandbox (pause) image and config_path for certs.d/*/hosts.toml.'
+  containerd config default
+} >"$generated"
+config_version=$(awk -F= '/^version[[:space:]]*=/ { gsub(/[[:space:]"]/, "", $2); print $2; exit }' "$generated")
+registry_section='/\.registry\]$/,/^[[:space:]]*\[/'
+case $config_version in
+  2) # containerd 1.x
+    sed -i \
+      -e 's/^\([[:space:]]*SystemdCgroup = \)false$/\1true/' \
+      -e "s#^\\([[:space:]]*sandbox_image = \\)\".*\"\$#\\1\"$sandbox_image\"#" \
+      -e "$registry_section"' s#^\([[:space:]]*config_path = \)""$#\1"/etc/containerd/certs.d"#' \
+      "$generated"
+    expected=('SystemdCgroup = true' "sandbox_image = \"$sandbox_image\"" "config_path = \"$CERTS_D\"") ;;
+  3) # containerd 2.x writes single-quoted strings
+    sed -i \
+      -e 's/^\([[:space:]]*SystemdCgroup = \)false$/\1true/' \
+      -e "s#^\\([[:space:]]*sandbox = \\)'.*'\$#\\1'$sandbox_image'#" \
+      -e "$registry_section"" s#^\\([[:space:]]*config_path = \\)''\$#\\1'/etc/containerd/certs.d'#" \
+      "$generated"
+    expected=('SystemdCgroup = true' "sandbox = '$sandbox_image'" "config_path = '$CERTS_D'") ;;
+  *) die "'containerd config default' produced config version '${config_version:-none}'; only versions 2 and 3 are supported" ;;
+esac
+for line in "${expected[@]}"; do
+  grep -qxF -- "$line" <(sed 's/^[[:space:]]*//' "$generated") ||
+    die "could not set '$line' in the generated containerd config (version $config_version, $(containerd --version)): the default config no longer has the expected line"
+done
+put_file "$generated" "$CONFIG" 644
+containerd_changed=$CHANGED
+
+# --- registry hosts (/etc/containerd/certs.d/REGISTRY/hosts.toml) ----------------------------
+# containerd reads hosts.toml on every pull, so these need no restart.
+declare -A wanted=()
+for entry in "${registries[@]}"; do
+  registry=${entry%%=*}
+  wanted[$registry]=1
+  put_file "${entry#*=}" "$CERTS_D/$registry/hosts.toml" 644
+done
+for f in "$CERTS_D"/*/hosts.toml; do
+  [[ -f $f ]] || continue
+  registry=$(basename "$(dirname "$f")")
+  if [[ -z ${wanted[$registry]-} ]] && [[ $(head -n 1 "$f") == "$HOSTS_MARKER" ]]; then
+    log "removing $f (registry $registry is no longer configured)"
+    rm -f "$f"
+    rmdir --ignore-fail-on-non-empty "$(dirname "$f")"
+  fi
+done
+
+# --- crictl (from cri-tools) talks to containerd ---------------------------------------------
+cat >"$WORK/crictl.yaml" <<'EOF'
+# Managed by kubeadm-libvirt (configure-container-runtime.sh).
+runtime-endpoint: unix:///run/containerd/containerd.sock
+image-endpoint: unix:///run/containerd/containerd.sock
+timeout: 10
+EOF
+put_file "$WORK/crictl.yaml" /etc/crictl.yaml 644
+
+# --- docker ----------------------------------------------------------------------------------
+docker_installed=0
+if command -v dockerd >/dev/null 2>&1; then docker_installed=1; fi
+docker_changed=0
+if [[ -n $daemon_json ]]; then
+  if ((docker_installed)); then
+    printf '%s\n' "${daemon_json%$'\n'}" >"$WORK/daemon.json"
+    put_file "$WORK/daemon.json" "$DAEMON_JSON" 644
+    docker_changed=$CHANGED
+  else
+    log "docker is not installed: DOCKER_DAEMON_JSON is not written"
+  fi
+fi
+
+# --- services --------------------------------------------------------------------------------
+ensure_service() { # ensure_service UNIT CHANGED: restart if its config changed, else start if stopped; enable
+  local unit=$1 changed=$2
+  if ((changed)); then
+    log "restarting $unit (configuration changed)"
+    systemctl restart "$unit"
+  elif ! systemctl is-active --quiet "$unit"; then
+    log "starting $unit"
+    systemctl start "$unit"
+  fi
+  if [[ $(systemctl is-enabled "$unit" 2>/dev/null || true) != enabled ]]; then
+    systemctl enable "$unit" >&2
+  fi
+}
+ensure_service containerd "$containerd_changed"
+if ((docker_installed)); then ensure_service docker "$docker_changed"; fi
+
+# --- containerd answers, with the CRI plugin loaded ------------------------------------------
+deadline=$((SECONDS + 10#$ready_timeout))
+until timeout 10 ctr version >/dev/null 2>&1; do
+  if ((SECONDS >= deadline)); then
+    systemctl status containerd --no-pager >&2 || true
+    die "containerd did not answer on /run/containerd/containerd.sock within ${ready_timeout}s"
+  fi
+  sleep 2
+done
+cri_status=$(timeout 10 ctr plugins ls 2>/dev/null | awk '$1 == "io.containerd.grpc.v1" && $2 == "cri" { print $NF }' || true)
+if [[ $cri_status != ok ]]; then
+  journalctl -u containerd --no-pager -n 30 >&2 || true
+  die "containerd's CRI plugin is '${cri_status:-missing}', not 'ok' (kubeadm needs it); see the log above"
+fi
+
+printf 'containerd %s ready: CRI ok, SystemdCgroup = true, sandbox image %s\n' \
+  "$(containerd --version | awk '{ print $3 }')" "$sandbox_image"

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# reset-node.sh: undo kubeadm join on this node: kubeadm reset, CNI config, Kubernetes/Calico iptables chains, IPVS, kubeconfigs.
+# Safe to re-run: every step is skipped when there is nothing left to clean; exits 0 on a never-joined node.
+# Inputs (env): KUBE_USER (optional: whose ~/.kube/config to remove), RESET_TIMEOUT_SECONDS (optional, default 300).
+set -euo pipefail
+export LC_ALL=C HOME=/root # sudo on bionic keeps the caller's HOME
+
+TAG='[reset-node]'
+log() { printf '%s %s\n' "$TAG" "$*" >&2; }
+warn() { printf '%s WARNING: %s\n' "$TAG" "$*" >&2; }
+
+LOG_DIR=/var/log/kubeadm-libvirt
+LOG_FILE=$LOG_DIR/kubeadm-reset.log
+
+# --- inputs (all checked before anything changes; exit 2 when invalid) ------------------------
+problems=()
+kube_user=${KUBE_USER-}
+if [[ -n $kube_user && ! $kube_user =~ ^[a-z_][a-z0-9_-]{0,31}$ ]]; then
+  problems+=("KUBE_USER='$kube_user': expected a login name such as ubuntu (or empty)")
+fi
+reset_timeout=${RESET_TIMEOUT_SECONDS:-300}
+if [[ ! $reset_timeout =~ ^[0-9]{1,6}$ ]] || ((10#$reset_timeout < 1)); then
+  problems+=("RESET_TIMEOUT_SECONDS='$reset_timeout': expected a whole number of seconds >= 1")
+fi
+if ((${#problems[@]} > 0)); then
+  for p in "${problems[@]}"; do printf '%s invalid input: %s\n' "$TAG" "$p" >&2; done
+  exit 2
+fi
+
+did=()
+
+# --- kubeadm reset ---------------------------------------------------------------------------
+state=''
+for f in /etc/kubernetes/kubelet.conf /etc/kubernetes/bootstrap-kubelet.conf /etc/kubernetes/admin.conf \
+  /etc/kubernetes/pki/ca.crt /var/lib/kubelet/config.yaml; do
+  if [[ -e $f ]]; then state=$f; break; fi
+done
+if [[ -z $state ]]; then
+  log "no kubeadm state on this node; skipping kubeadm reset"
+elif ! command -v kubeadm >/dev/null 2>&1; then
+  warn "$state exists but kubeadm is not installed; skipping kubeadm reset"
+else
+  log "running kubeadm reset -f (log: $LOG_FILE)"
+  [[ -d $LOG_DIR ]] || install -d -m 700 "$LOG_DIR"
+  rc=0
+  timeout -k 10 "$((10#$reset_timeout))" kubeadm reset -f >"$LOG_FILE" 2>&1 || rc=$?
+  if ((rc == 0)); then
+    did+=("kubeadm reset")
+  else
+    tail -n 30 "$LOG_FILE" >&2
+    warn "kubeadm reset failed (exit $rc); continuing with the rest of the cleanup"
+  fi
+fi
+
+# --- CNI configuration -----------------------------------------------------------------------
+if [[ -e /etc/cni/net.d ]]; then
+  rm -rf /etc/cni/net.d
+  did+=("removed /etc/cni/net.d")
+fi
+
+# --- iptables: only when kube-proxy or Calico chains are present -----------------------------
+for ipt in iptables ip6tables; do
+  if ! command -v "$ipt" >/dev/null 2>&1 || ! command -v "$ipt-save" >/dev/null 2>&1; then continue; fi
+  # (captured before grep -q: with pipefail, a writer killed by SIGPIPE would fail the test)
+  rules=$("$ipt-save" 2>/dev/null || true)
+  if grep -qE '^:(KUBE-|cali-)' <<<"$rules"; then
+    log "flushing $ipt (filter, nat, mangle, raw)"
+    # Accept first: flushing rules under a DROP input policy would cut this SSH session.
+    "$ipt" -P INPUT ACCEPT || warn "$ipt -P INPUT ACCEPT failed"
+    "$ipt" -P OUTPUT ACCEPT || warn "$ipt -P OUTPUT ACCEPT failed"
+    for table in filter nat mangle raw; do
+      { "$ipt" -t "$table" -F && "$ipt" -t "$table" -X; } 2>/dev/null || warn "could not flush $ipt table $table"
+    done
+    did+=("flushed $ipt")
+  fi
+done
+
+# --- IPVS ------------------------------------------------------------------------------------
+ipvs_table=''
+if command -v ipvsadm >/dev/null 2>&1; then ipvs_table=$(ipvsadm -Ln 2>/dev/null || true); fi
+if grep -qE '^(TCP|UDP|SCTP)' <<<"$ipvs_table"; then
+  ipvsadm -C || warn "ipvsadm -C failed"
+  did+=("cleared IPVS")
+fi
+
+# --- kubeconfigs -----------------------------------------------------------------------------
+if [[ -e /root/.kube ]]; then
+  rm -rf /root/.kube
+  did+=("removed /root/.kube")
+fi
+if [[ -n $kube_user ]]; then
+  if home=$(getent passwd "$kube_user" | cut -d: -f6) && [[ -n $home ]]; then
+    if [[ -e $home/.kube/config ]]; then
+      rm -f "$home/.kube/config"
+      did+=("removed $home/.kube/config")
+    fi
+  else
+    log "user $kube_user does not exist; no user kubeconfig to remove"
+  fi
+fi
+
+if ((${#did[@]} > 0)); then
+  summary=$(printf '%s, ' "${did[@]}")
+  printf 'node reset: %s\n' "${summary%, }"
+else
+  printf 'node reset: nothing to clean\n'
+fi
