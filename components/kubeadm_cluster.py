@@ -1,0 +1,173 @@
+"""The kubeadm cluster on top of the VMs: one pulumi-command step per stage, per node, in a dependency graph.
+
+Per node:       wait-for-boot -> os-prep -> container-runtime -> kube-packages
+Control plane:  kube-packages -> kubeadm-init -> {kubeconfig, calico, join-command per worker}
+Worker:         kube-packages + its join-command -> kubeadm-join -> membership (drains/deletes it on removal)
+Cluster:        calico + every join -> cluster-ready -> smoke-test
+
+Nodes run their stages in parallel; a step waits only for what it consumes. Every step's `triggers` holds the
+domain ids it runs on, so a replaced VM re-runs its steps (its Command inputs would otherwise be unchanged).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_command.remote as remote
+
+from components import steps
+from components.config import ClusterConfig, NodeSpec
+from components.kubeadm_config import API_SERVER_PORT
+from components.node import Node
+
+# pulumi-command gives up after ~11 s of refused connections by default; a booting VM needs minutes. With the
+# SDK's backoff (100 ms x1.5, capped at 5 s) 150 attempts is about 12 minutes.
+BOOT_DIAL_ERROR_LIMIT = 150
+PER_DIAL_TIMEOUT_SECONDS = 15
+STEP_TIMEOUTS = pulumi.CustomTimeouts(create="30m", update="30m", delete="10m")
+
+
+@dataclass(frozen=True)
+class KubeadmClusterArgs:
+    config: ClusterConfig
+    nodes: Mapping[str, Node]
+    ssh_private_key: pulumi.Output[str]
+
+
+class KubeadmCluster(pulumi.ComponentResource):
+    kubeconfig: pulumi.Output[str]
+    join_command: pulumi.Output[str]
+    control_plane_endpoint: str
+    kubernetes_version: pulumi.Output[str]
+
+    def __init__(self, name: str, args: KubeadmClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("kubeadm-libvirt:index:KubeadmCluster", name, None, opts)
+        self._args = args
+        config = args.config
+        control_plane = args.nodes[config.control_plane.name]
+
+        prepared = {spec.name: self._prepare_node(spec, args.nodes[spec.name]) for spec in config.nodes}
+        cp_packages = prepared[control_plane.spec.name]
+        cp_triggers = [control_plane.domain_id]
+
+        init = self._step(control_plane, "kubeadm-init", steps.kubeadm_init(config), [cp_packages], cp_triggers)
+        kubeconfig = self._step(
+            control_plane, "kubeconfig", steps.READ_KUBECONFIG, [init], cp_triggers, secret_stdout=True
+        )
+        calico = self._step(control_plane, "calico", steps.calico(config), [init], cp_triggers)
+        stack_join_command = self._step(
+            control_plane, "kubeadm-join-command", steps.STACK_JOIN_COMMAND, [init], cp_triggers, secret_stdout=True
+        )
+
+        joined = [self._join_worker(spec, args.nodes[spec.name], control_plane, init, prepared[spec.name])
+                  for spec in config.workers]  # fmt: skip
+        ready = self._step(
+            control_plane, "cluster-ready", steps.cluster_ready(config), [calico, *joined], cp_triggers
+        )
+        if config.kubernetes.smoke_test:
+            self._step(control_plane, "smoke-test", steps.smoke_test(config), [ready], cp_triggers)
+
+        self.kubeconfig = pulumi.Output.secret(kubeconfig.stdout)
+        self.join_command = pulumi.Output.secret(stack_join_command.stdout)
+        self.control_plane_endpoint = f"https://{control_plane.ip}:{API_SERVER_PORT}"
+        # kube-packages prints the kubeadm version it installed: the exact patch when a minor was configured.
+        self.kubernetes_version = cp_packages.stdout
+        self.register_outputs(
+            {
+                "kubeconfig": self.kubeconfig,
+                "joinCommand": self.join_command,
+                "controlPlaneEndpoint": self.control_plane_endpoint,
+                "kubernetesVersion": self.kubernetes_version,
+                "ready": ready.id,
+            }
+        )
+
+    def _connection(self, node: Node, dial_error_limit: int = BOOT_DIAL_ERROR_LIMIT) -> remote.ConnectionArgs:
+        return remote.ConnectionArgs(
+            host=node.ip,
+            user=self._args.config.ssh.user,
+            private_key=self._args.ssh_private_key,
+            dial_error_limit=dial_error_limit,
+            per_dial_timeout=PER_DIAL_TIMEOUT_SECONDS,
+        )
+
+    def _step(
+        self,
+        node: Node,
+        step: str,
+        create: str,
+        depends_on: Sequence[pulumi.Resource],
+        triggers: Sequence[pulumi.Input[str]],
+        *,
+        delete: str | None = None,
+        stdin: pulumi.Input[str] | None = None,
+        secret_stdout: bool = False,
+        deleted_with: pulumi.Resource | None = None,
+    ) -> remote.Command:
+        options = pulumi.ResourceOptions(
+            parent=self,
+            depends_on=list(depends_on),
+            custom_timeouts=STEP_TIMEOUTS,
+            deleted_with=deleted_with,
+            # A step with a `delete` undoes itself on the same address: the old delete must run before the new
+            # create, or replacing it would reset what was just set up.
+            delete_before_replace=delete is not None,
+            # stdout of these steps is a credential: encrypted in state, and never logged (logging=NONE below).
+            additional_secret_outputs=["stdout"] if secret_stdout else None,
+        )
+        return remote.Command(
+            f"{node.spec.name}-{step}",
+            connection=self._connection(node),
+            create=create,
+            delete=delete,
+            stdin=stdin,
+            triggers=list(triggers),
+            # sshd drops unknown environment variables (AcceptEnv): inputs travel on the command line instead.
+            add_previous_output_in_env=False,
+            logging=remote.Logging.NONE if secret_stdout else remote.Logging.STDOUT_AND_STDERR,
+            opts=options,
+        )
+
+    def _prepare_node(self, spec: NodeSpec, node: Node) -> remote.Command:
+        """The steps every node runs on its own; returns the last one."""
+        config = self._args.config
+        triggers = [node.domain_id]
+        boot = self._step(node, "wait-for-boot", steps.wait_for_boot(), [], triggers)
+        prep = self._step(node, "os-prep", steps.os_prep(config), [boot], triggers)
+        runtime = self._step(node, "container-runtime", steps.container_runtime(config), [prep], triggers)
+        return self._step(node, "kube-packages", steps.kube_packages(config, spec), [runtime], triggers)
+
+    def _join_worker(
+        self, spec: NodeSpec, worker: Node, control_plane: Node, init: remote.Command, packages: remote.Command
+    ) -> remote.Command:
+        # A fresh token per worker, minted when that worker joins: a worker added days later still joins, and
+        # adding one changes no input of the others.
+        triggers = [worker.domain_id, control_plane.domain_id]
+        join_command = self._step(
+            control_plane, f"{spec.name}-join-command", steps.WORKER_JOIN_COMMAND, [init], triggers, secret_stdout=True
+        )
+        join = self._step(
+            worker,
+            "kubeadm-join",
+            steps.kubeadm_join(spec),
+            [packages, join_command],
+            # A new control plane is a new cluster: the worker is reset and joins again.
+            triggers,
+            stdin=pulumi.Output.secret(join_command.stdout),
+            delete=steps.reset_node(self._args.config),
+            # When the VM itself goes, there is nothing to reset (and nothing to connect to).
+            deleted_with=worker.domain,
+        )
+        # Removing a worker from `nodes` drains and deletes its Node object through the control plane; skipped
+        # when the control plane is going away too.
+        return self._step(
+            control_plane,
+            f"{spec.name}-membership",
+            f"echo {spec.name} joined",
+            [join],
+            triggers,
+            delete=steps.drain_node(spec),
+            deleted_with=control_plane.domain,
+        )

@@ -1,0 +1,71 @@
+"""The kubeadm configuration of the control plane, built as data (kubeadm.k8s.io/v1beta4) and dumped as YAML."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from components.config import ClusterConfig
+
+KUBEADM_API = "kubeadm.k8s.io/v1beta4"
+CONTAINERD_SOCKET = "unix:///var/run/containerd/containerd.sock"
+API_SERVER_PORT = 6443
+# Kinds each document of the rendered file must have, in order (checked by the tests).
+KINDS = ("InitConfiguration", "ClusterConfiguration", "KubeletConfiguration", "KubeProxyConfiguration")
+
+
+def kubeadm_documents(config: ClusterConfig) -> list[dict[str, Any]]:
+    kubernetes = config.kubernetes
+    control_plane = config.control_plane
+    cgroup_v1_opt_in = kubernetes.allow_cgroup_v1 and kubernetes.minor_number >= 35
+    node_registration: dict[str, Any] = {
+        "name": control_plane.name,
+        "criSocket": CONTAINERD_SOCKET,
+        # The kubelet must advertise the static address, not whatever interface has the default route.
+        "kubeletExtraArgs": [{"name": "node-ip", "value": str(control_plane.ip)}],
+    }
+    if config.control_plane_schedulable:
+        node_registration["taints"] = []  # no workers: let workloads run on the control plane
+    if cgroup_v1_opt_in:
+        node_registration["ignorePreflightErrors"] = ["SystemVerification"]
+    init = {
+        "apiVersion": KUBEADM_API,
+        "kind": "InitConfiguration",
+        "localAPIEndpoint": {"advertiseAddress": str(control_plane.ip), "bindPort": API_SERVER_PORT},
+        "nodeRegistration": node_registration,
+    }
+    cluster = {
+        "apiVersion": KUBEADM_API,
+        "kind": "ClusterConfiguration",
+        # The node script replaces this with the exact version the package step installed (a minor may be given).
+        "kubernetesVersion": f"v{kubernetes.version}",
+        "controlPlaneEndpoint": f"{control_plane.ip}:{API_SERVER_PORT}",
+        "imageRepository": kubernetes.image_repository,
+        "networking": {
+            "podSubnet": str(kubernetes.pod_subnet),
+            "serviceSubnet": str(kubernetes.service_subnet),
+            "dnsDomain": "cluster.local",
+        },
+        # The kubeconfig output is used from the host through the static IP; the name helps from inside the lab.
+        "apiServer": {"certSANs": [str(control_plane.ip), control_plane.name]},
+    }
+    kubelet: dict[str, Any] = {
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        "cgroupDriver": "systemd",
+    }
+    if cgroup_v1_opt_in:
+        kubelet["failCgroupV1"] = False  # KEP-5573: from 1.35 the kubelet refuses cgroup v1 unless told otherwise
+    proxy: dict[str, Any] = {
+        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+        "kind": "KubeProxyConfiguration",
+        "mode": kubernetes.kube_proxy_mode,
+    }
+    if kubernetes.kube_proxy_mode == "ipvs":
+        proxy["ipvs"] = {"scheduler": "rr"}
+    return [init, cluster, kubelet, proxy]
+
+
+def render_kubeadm_config(config: ClusterConfig) -> str:
+    return yaml.safe_dump_all(kubeadm_documents(config), sort_keys=False, default_flow_style=False)

@@ -1,0 +1,143 @@
+"""Offline plan: the stack as a stable, diffable text, without a Pulumi CLI, a backend or a libvirt host.
+
+    python -m components.plan --stack dev [--set kubernetesVersion=1.34.3 ...]
+
+Runs the real program under mocks and prints the resource tree with every non-secret input, resource options that
+change behaviour, and the rendered files (cloud-init, netplan, kubeadm config, node scripts) as readable text.
+Secrets print as [secret]. tests/golden/plan-dev.txt keeps the dev stack's plan, so a pull request shows
+Kubernetes-level intent (a new worker, a changed pod subnet, a script edit) as a plain diff.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from collections import defaultdict
+from typing import Any
+
+import yaml
+
+from components.mockrun import Registration, StackRun, redact, run_program
+
+# Long text inputs shown as blocks, and how to make them readable.
+TEXT_INPUTS = ("userData", "metaData", "networkConfig", "create", "delete", "stdin")
+
+
+def split_invocation(command: str) -> list[tuple[str, dict[str, str], str]]:
+    """(step, env, script) for each `sudo env K=V ... bash -c SCRIPT step` joined by `&&`, as steps.invocation builds."""
+    parts = []
+    words = shlex.split(command)
+    while words:
+        if words[:1] != ["sudo"]:
+            raise ValueError(f"not a step invocation: {command[:60]!r}")
+        words = words[1:]
+        env: dict[str, str] = {}
+        if words and words[0] == "env":
+            words = words[1:]
+            while words and "=" in words[0]:
+                key, value = words.pop(0).split("=", 1)
+                env[key] = value
+        if words[:2] != ["bash", "-c"] or len(words) < 4:
+            raise ValueError(f"not a step invocation: {command[:60]!r}")
+        parts.append((words[3], env, words[2]))
+        words = words[4:]
+        if words and words.pop(0) != "&&":
+            raise ValueError(f"unexpected text after a step in {command[:60]!r}")
+    return parts
+
+
+def readable_command(command: str) -> str:
+    """A step's command as `# step X` + its inputs + the script, or the command itself when it is not a script."""
+    try:
+        parts = split_invocation(command)
+    except ValueError:
+        return command.rstrip("\n") + "\n"
+    sections = []
+    for step, env, script in parts:
+        lines = [f"# step {step}"] + [f"#   {key}={json.dumps(value)}" for key, value in env.items()]
+        sections.append("\n".join(lines) + "\n" + script.rstrip("\n") + "\n")
+    return "\n".join(sections)
+
+
+def _options(registration: Registration, names: dict[str, str]) -> list[str]:
+    options = []
+    if registration.protect:
+        options.append("protect")
+    if registration.delete_before_replace:
+        options.append("deleteBeforeReplace")
+    replace_on = [p for p in registration.replace_on_changes if p != "triggers[*]"]
+    if replace_on:
+        options.append(f"replaceOnChanges={','.join(replace_on)}")
+    if registration.additional_secret_outputs:
+        options.append(f"secretOutputs={','.join(registration.additional_secret_outputs)}")
+    if registration.deleted_with:
+        options.append(f"deletedWith={names.get(registration.deleted_with, registration.deleted_with)}")
+    if registration.custom_timeouts:
+        options.append("timeouts=" + ",".join(f"{k}:{v}" for k, v in sorted(registration.custom_timeouts.items())))
+    waits_for = sorted(names[urn] for urn in registration.all_dependencies if urn in names)
+    if waits_for:
+        options.append(f"after={','.join(waits_for)}")
+    return options
+
+
+def _indent(text: str, prefix: str) -> str:
+    return "".join(prefix + line if line.strip() else line for line in text.splitlines(keepends=True))
+
+
+def render_plan(run: StackRun, stack: str) -> str:
+    names = {r.urn: r.name for r in run.registrations}
+    children: dict[str, list[Registration]] = defaultdict(list)
+    for registration in run.registrations:
+        children[registration.parent].append(registration)
+    lines = [f"# Offline plan of stack {stack} (python -m components.plan --stack {stack})", "", "outputs:"]
+    for name, output in sorted(run.outputs.items()):
+        value = "[secret]" if output.secret else json.dumps(output.value, sort_keys=True)
+        lines.append(f"  {name}: {value}")
+    lines += ["", "resources:"]
+
+    def emit(registration: Registration, depth: int) -> None:
+        pad = "  " * depth
+        lines.append(f"{pad}- {registration.name} ({registration.type})")
+        options = _options(registration, names)
+        if options:
+            lines.append(f"{pad}    options: {' '.join(options)}")
+        inputs = redact(registration.inputs)
+        for key in sorted(inputs):
+            value = inputs[key]
+            if key in TEXT_INPUTS and isinstance(value, str) and value != "[secret]":
+                block = readable_command(value) if key in ("create", "delete") else value
+                lines.append(f"{pad}    {key}: |")
+                lines.append(_indent(block.rstrip("\n"), pad + "      "))
+            else:
+                lines.append(f"{pad}    {key}: {json.dumps(value, sort_keys=True)}")
+        for child in sorted(children.get(registration.urn, []), key=lambda r: r.name):
+            emit(child, depth + 1)
+
+    roots = [r for r in run.registrations if r.parent not in names]
+    for registration in sorted(roots, key=lambda r: r.name):
+        emit(registration, 1)
+    return "\n".join(lines) + "\n"
+
+
+def parse_settings(settings: list[str]) -> dict[str, Any]:
+    overrides = {}
+    for setting in settings:
+        key, _, raw = setting.partition("=")
+        overrides[key] = yaml.safe_load(raw) if raw[:1] in "[{" else raw
+    return overrides
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stack", default="dev", help="the Pulumi.<stack>.yaml to merge with Pulumi.yaml")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    args = parser.parse_args(argv)
+    run = run_program(args.stack, overrides=parse_settings(args.set))
+    sys.stdout.write(render_plan(run, args.stack))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,162 @@
+"""What each remote step runs: the node scripts with their inputs, rendered as the exact shell command sent over SSH.
+
+Pure functions of the ClusterConfig. A script is sent whole in the command (`bash -c '<script>'`), so a change to
+a script changes the `create` input of exactly the steps that run it, and `pulumi preview` shows the change.
+Inputs go in as environment variables on the sudo command line; secrets never do (they arrive on stdin).
+"""
+
+from __future__ import annotations
+
+import functools
+import shlex
+from collections.abc import Mapping
+from pathlib import Path
+
+from components.calico import calico_manifest_urls, render_calico_installation
+from components.config import ClusterConfig, NodeSpec
+from components.kubeadm_config import render_kubeadm_config
+from components.runtime_files import containerd_registry_hosts, render_docker_daemon_json
+from components.versions import PAUSE_TAGS, kubernetes_apt_repository
+
+SCRIPT_DIR = Path(__file__).resolve().parent / "scripts"
+
+# Bounds of the waits inside the scripts, in seconds. The Command timeouts (kubeadm_cluster.py) are larger.
+BOOT_TIMEOUT = 900
+INIT_TIMEOUT = 900
+CALICO_TIMEOUT = 900
+JOIN_TIMEOUT = 600
+READY_TIMEOUT = 900
+SMOKE_TIMEOUT = 300
+DRAIN_TIMEOUT = 120
+SMOKE_IMAGE = "docker.io/library/nginx:1.27-alpine"
+
+# Not scripts: one command each, with nothing to guard. The token lives 2 h: long enough for the join that
+# consumes it right away, short enough to be worthless afterwards. The stack output's token uses kubeadm's 24 h.
+READ_KUBECONFIG = "sudo cat /etc/kubernetes/admin.conf"
+WORKER_JOIN_COMMAND = "sudo kubeadm token create --print-join-command --ttl 2h"
+STACK_JOIN_COMMAND = "sudo kubeadm token create --print-join-command"
+
+
+@functools.cache
+def script_text(name: str) -> str:
+    return (SCRIPT_DIR / name).read_text()
+
+
+def invocation(script: str, env: Mapping[str, str]) -> str:
+    """`sudo env K=V ... bash -c '<script>' <step>`: every value quoted, the script readable in diffs."""
+    assignments = "".join(f"{key}={shlex.quote(value)} " for key, value in env.items())
+    step = script.removesuffix(".sh")
+    return f"sudo env {assignments}bash -c {shlex.quote(script_text(script))} {step}"
+
+
+def cluster_hosts(config: ClusterConfig) -> str:
+    return "\n".join(f"{node.ip} {node.name}" for node in config.nodes)
+
+
+def wait_for_boot() -> str:
+    return invocation("wait-for-boot.sh", {"BOOT_TIMEOUT_SECONDS": str(BOOT_TIMEOUT)})
+
+
+def os_prep(config: ClusterConfig) -> str:
+    return invocation(
+        "os-prep.sh", {"CLUSTER_HOSTS": cluster_hosts(config), "KUBE_PROXY_MODE": config.kubernetes.kube_proxy_mode}
+    )
+
+
+def sandbox_image(config: ClusterConfig) -> str:
+    kubernetes = config.kubernetes
+    return f"{kubernetes.image_repository}/pause:{PAUSE_TAGS[kubernetes.minor_number]}"
+
+
+def install_container_runtime(config: ClusterConfig) -> str:
+    kubernetes = config.kubernetes
+    return invocation(
+        "install-container-runtime.sh",
+        {
+            "DOCKER_APT_REPO": kubernetes.docker_apt_mirror,
+            "DOCKER_VERSION": kubernetes.docker_version,
+            "CONTAINERD_VERSION": kubernetes.containerd_version,
+        },
+    )
+
+
+def configure_container_runtime(config: ClusterConfig, with_docker: bool = True) -> str:
+    return invocation(
+        "configure-container-runtime.sh",
+        {
+            "SANDBOX_IMAGE": sandbox_image(config),
+            "DOCKER_DAEMON_JSON": render_docker_daemon_json(config.kubernetes) if with_docker else "",
+            "CONTAINERD_REGISTRY_HOSTS": containerd_registry_hosts(config.kubernetes),
+        },
+    )
+
+
+def container_runtime(config: ClusterConfig) -> str:
+    return f"{install_container_runtime(config)} && {configure_container_runtime(config)}"
+
+
+def kube_packages(config: ClusterConfig, node: NodeSpec) -> str:
+    kubernetes = config.kubernetes
+    return invocation(
+        "install-kube-packages.sh",
+        {
+            "KUBERNETES_APT_REPO": kubernetes_apt_repository(kubernetes.kubernetes_apt_mirror, kubernetes.minor),
+            "KUBERNETES_VERSION": kubernetes.version,
+            "NODE_IP": str(node.ip),
+        },
+    )
+
+
+def kubeadm_init(config: ClusterConfig) -> str:
+    return invocation(
+        "kubeadm-init.sh",
+        {
+            "KUBEADM_CONFIG": render_kubeadm_config(config),
+            "KUBE_USER": config.ssh.user,
+            "INIT_TIMEOUT_SECONDS": str(INIT_TIMEOUT),
+        },
+    )
+
+
+def calico(config: ClusterConfig) -> str:
+    crds, operator = calico_manifest_urls(config)
+    return invocation(
+        "calico.sh",
+        {
+            "CALICO_OPERATOR_CRDS_URL": crds,
+            "CALICO_OPERATOR_URL": operator,
+            "CALICO_INSTALLATION": render_calico_installation(config),
+            "CALICO_TIMEOUT_SECONDS": str(CALICO_TIMEOUT),
+        },
+    )
+
+
+def kubeadm_join(worker: NodeSpec) -> str:
+    """Reads the join command (a secret) from stdin."""
+    return invocation("kubeadm-join.sh", {"NODE_NAME": worker.name, "JOIN_TIMEOUT_SECONDS": str(JOIN_TIMEOUT)})
+
+
+def reset_node(config: ClusterConfig) -> str:
+    return invocation("reset-node.sh", {"KUBE_USER": config.ssh.user})
+
+
+def drain_node(worker: NodeSpec) -> str:
+    return invocation("drain-node.sh", {"NODE_NAME": worker.name, "DRAIN_TIMEOUT_SECONDS": str(DRAIN_TIMEOUT)})
+
+
+def cluster_ready(config: ClusterConfig) -> str:
+    return invocation(
+        "cluster-ready.sh",
+        {"EXPECTED_NODES": " ".join(node.name for node in config.nodes), "READY_TIMEOUT_SECONDS": str(READY_TIMEOUT)},
+    )
+
+
+def smoke_test(config: ClusterConfig) -> str:
+    return invocation(
+        "smoke-test.sh",
+        {
+            "SMOKE_IMAGE": SMOKE_IMAGE,
+            "NODE_IPS": " ".join(str(node.ip) for node in config.nodes),
+            "SMOKE_TIMEOUT_SECONDS": str(SMOKE_TIMEOUT),
+        },
+    )

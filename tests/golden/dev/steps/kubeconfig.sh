@@ -1,0 +1,1 @@
+sudo cat /etc/kubernetes/admin.conf

@@ -1,0 +1,229 @@
+"""The kubeadm layer's command graph, from the real program under mocks with the dev stack config."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components.kubeadm_config import KINDS
+from components.mockrun import Registration, StackRun, redact, run_program
+from components.plan import readable_command, split_invocation
+from tests.golden import assert_matches_golden
+
+COMMAND = "command:remote:Command"
+MASTER, SLAVE1, SLAVE2 = "kubernetes-master", "kubernetes-slave1", "kubernetes-slave2"
+NODE_STEPS = ("wait-for-boot", "os-prep", "container-runtime", "kube-packages")
+
+
+def commands(run: StackRun) -> dict[str, Registration]:
+    return {r.name: r for r in run.of_type(COMMAND)}
+
+
+def depends_on(run: StackRun, name: str) -> set[str]:
+    by_urn = run.by_urn()
+    return {by_urn[urn].name for urn in run.named(name).all_dependencies if by_urn[urn].type == COMMAND}
+
+
+def longest_chain(run: StackRun) -> list[str]:
+    """The longest path of commands, each waiting on the previous one."""
+    cmds = commands(run)
+
+    @functools.cache
+    def chain(name: str) -> tuple[str, ...]:
+        before = max((chain(dep) for dep in depends_on(run, name)), key=len, default=())
+        return (*before, name)
+
+    return list(max((chain(name) for name in cmds), key=len))
+
+
+def test_one_command_per_step(dev_run: StackRun) -> None:
+    names = set(commands(dev_run))
+    expected = {f"{node}-{step}" for node in (MASTER, SLAVE1, SLAVE2) for step in NODE_STEPS}
+    expected |= {f"{MASTER}-{step}" for step in ("kubeadm-init", "kubeconfig", "calico", "kubeadm-join-command", "cluster-ready", "smoke-test")}
+    expected |= {f"{MASTER}-{w}-{step}" for w in (SLAVE1, SLAVE2) for step in ("join-command", "membership")}
+    expected |= {f"{w}-kubeadm-join" for w in (SLAVE1, SLAVE2)}
+    assert names == expected
+    cluster = dev_run.named("kubeadm")
+    assert cluster.type == "kubeadm-libvirt:index:KubeadmCluster"
+    assert all(r.parent == cluster.urn for r in commands(dev_run).values())
+
+
+def test_steps_run_in_the_tutorials_order(dev_run: StackRun) -> None:
+    for node in (MASTER, SLAVE1, SLAVE2):
+        assert depends_on(dev_run, f"{node}-wait-for-boot") == set()
+        for before, after in zip(NODE_STEPS, NODE_STEPS[1:]):
+            assert depends_on(dev_run, f"{node}-{after}") == {f"{node}-{before}"}
+    assert depends_on(dev_run, f"{MASTER}-kubeadm-init") == {f"{MASTER}-kube-packages"}
+    for step in ("kubeconfig", "calico", "kubeadm-join-command"):
+        assert depends_on(dev_run, f"{MASTER}-{step}") == {f"{MASTER}-kubeadm-init"}
+    for worker in (SLAVE1, SLAVE2):
+        assert depends_on(dev_run, f"{worker}-kubeadm-join") == {f"{worker}-kube-packages", f"{MASTER}-{worker}-join-command"}
+        assert depends_on(dev_run, f"{MASTER}-{worker}-membership") == {f"{worker}-kubeadm-join"}
+    assert depends_on(dev_run, f"{MASTER}-cluster-ready") == {
+        f"{MASTER}-calico", f"{MASTER}-{SLAVE1}-membership", f"{MASTER}-{SLAVE2}-membership"
+    }
+    assert depends_on(dev_run, f"{MASTER}-smoke-test") == {f"{MASTER}-cluster-ready"}
+
+
+def test_critical_path_does_not_grow_with_the_node_count(dev_run: StackRun) -> None:
+    workers = [{"name": f"worker-{i:02d}", "role": "worker", "ip": f"192.168.141.{10 + i}"} for i in range(29)]
+    big = run_program("dev", overrides={"nodes": [{"name": MASTER, "role": "control-plane", "ip": "192.168.141.130"}, *workers]})
+    small_chain, big_chain = longest_chain(dev_run), longest_chain(big)
+    assert len(small_chain) == len(big_chain) == 10, small_chain
+    assert [name.split("-", 2)[-1] for name in small_chain][:5] == [
+        "wait-for-boot", "os-prep", "container-runtime", "kube-packages", "kubeadm-init"
+    ]
+
+
+def test_worker_join_consumes_the_control_planes_join_command(dev_run: StackRun) -> None:
+    for worker in (SLAVE1, SLAVE2):
+        join = dev_run.named(f"{worker}-kubeadm-join")
+        token = dev_run.named(f"{MASTER}-{worker}-join-command")
+        assert join.property_dependencies["stdin"] == (token.urn,)
+        assert join.is_secret("stdin") and join.input("stdin").startswith("kubeadm join 192.168.141.130:6443 ")
+        assert "abcdef.0123456789abcdef" not in join.input("create")  # the token only travels on stdin
+        assert token.input("connection")["host"] == "192.168.141.130"
+        assert join.input("connection")["host"] == {SLAVE1: "192.168.141.131", SLAVE2: "192.168.141.132"}[worker]
+
+
+def test_credentials_are_secret_outputs_and_never_logged(dev_run: StackRun) -> None:
+    for name in (f"{MASTER}-kubeconfig", f"{MASTER}-kubeadm-join-command", f"{MASTER}-{SLAVE1}-join-command"):
+        step = dev_run.named(name)
+        assert "stdout" in step.additional_secret_outputs and step.input("logging") == "none", name
+    kubeconfig, join = dev_run.outputs["kubeconfig"], dev_run.outputs["joinCommand"]
+    assert kubeconfig.secret and "server: https://192.168.141.130:6443" in kubeconfig.value
+    assert join.secret and join.value.startswith("kubeadm join ")
+    assert dev_run.outputs["controlPlaneEndpoint"].value == "https://192.168.141.130:6443"
+
+
+def test_connections_carry_the_key_as_a_secret_and_wait_for_boot(dev_run: StackRun) -> None:
+    for step in commands(dev_run).values():
+        assert step.is_secret("connection"), step.name
+        connection = step.input("connection")
+        assert connection["user"] == "ubuntu" and "PRIVATE KEY" in connection["privateKey"]
+        assert connection["dialErrorLimit"] >= 100 and connection["perDialTimeout"] > 0
+        assert step.input("addPreviousOutputInEnv") is False
+        assert "environment" not in step.inputs  # sshd would drop it; nothing secret may travel there
+
+
+def test_steps_with_a_delete_replace_delete_first(dev_run: StackRun) -> None:
+    by_urn = dev_run.by_urn()
+    for step in commands(dev_run).values():
+        assert step.delete_before_replace == bool(step.input("delete")), step.name
+    join = dev_run.named(f"{SLAVE1}-kubeadm-join")
+    assert "reset-node" in join.input("delete") and by_urn[join.deleted_with].name == f"{SLAVE1}-domain"
+    membership = dev_run.named(f"{MASTER}-{SLAVE1}-membership")
+    assert "drain-node" in membership.input("delete") and by_urn[membership.deleted_with].name == f"{MASTER}-domain"
+
+
+def test_replacing_a_vm_reruns_its_steps(dev_run: StackRun) -> None:
+    node_at = {"192.168.141.130": MASTER, "192.168.141.131": SLAVE1, "192.168.141.132": SLAVE2}
+    for step in commands(dev_run).values():
+        assert "triggers[*]" in step.replace_on_changes, step.name
+        node = node_at[step.input("connection")["host"]]
+        assert f"{node}-domain-id" in step.input("triggers"), step.name
+    assert dev_run.named(f"{SLAVE1}-os-prep").input("triggers") == [f"{SLAVE1}-domain-id"]
+    assert dev_run.named(f"{SLAVE1}-kubeadm-join").input("triggers") == [f"{SLAVE1}-domain-id", f"{MASTER}-domain-id"]
+
+
+def test_guards_are_in_the_scripts(dev_run: StackRun) -> None:
+    assert "/etc/kubernetes/admin.conf" in dev_run.named(f"{MASTER}-kubeadm-init").input("create")
+    assert "/etc/kubernetes/kubelet.conf" in dev_run.named(f"{SLAVE1}-kubeadm-join").input("create")
+    for step in commands(dev_run).values():
+        create = step.input("create")
+        if "bash -c" in create:
+            assert "set -euo pipefail" in create, step.name
+
+
+def test_no_secret_reaches_a_plain_input(dev_run_with_key: StackRun, key_pair) -> None:
+    secret_body = key_pair.private_key.splitlines()[1]
+    for step in commands(dev_run_with_key).values():
+        plain = json.dumps(redact(step.inputs))
+        assert secret_body not in plain and "abcdef.0123456789abcdef" not in plain, step.name
+
+
+def step_golden_files(run: StackRun) -> dict[str, str]:
+    """One golden file per step kind when every node renders it alike, else one per node (e.g. kube-packages)."""
+    by_kind: dict[str, dict[str, str]] = {}
+    for name, step in commands(run).items():
+        node = next(n for n in (MASTER, SLAVE1, SLAVE2) if name.startswith(n + "-"))
+        kind = name.removeprefix(node + "-").replace(SLAVE1, "WORKER").replace(SLAVE2, "WORKER")
+        text = readable_command(step.input("create"))
+        if step.input("delete"):
+            text += "\n# on delete\n" + readable_command(step.input("delete"))
+        by_kind.setdefault(kind, {})[name] = text
+    files = {}
+    for kind, texts in by_kind.items():
+        if len(set(texts.values())) == 1:
+            files[f"dev/steps/{kind}.sh"] = next(iter(texts.values()))
+        else:
+            files.update({f"dev/steps/{name}.sh": text for name, text in texts.items()})
+    return files
+
+
+def test_rendered_steps_match_golden_files(dev_run: StackRun) -> None:
+    files = step_golden_files(dev_run)
+    committed = {f"dev/steps/{p.name}" for p in (Path(__file__).parent / "golden" / "dev" / "steps").glob("*.sh")}
+    for relative_path, text in sorted(files.items()):
+        assert_matches_golden(relative_path, text)
+    if os.environ.get("UPDATE_GOLDEN") != "1":
+        assert committed == set(files), "stale or missing golden step files; UPDATE_GOLDEN=1 regenerates them"
+
+
+def test_kubeadm_config_matches_golden_and_its_api_version(dev_run: StackRun) -> None:
+    ((_, env, _),) = split_invocation(dev_run.named(f"{MASTER}-kubeadm-init").input("create"))
+    rendered = env["KUBEADM_CONFIG"]
+    assert_matches_golden("dev/kubeadm.yaml", rendered)
+    documents = list(yaml.safe_load_all(rendered))
+    assert tuple(doc["kind"] for doc in documents) == KINDS
+    init, cluster, kubelet, proxy = documents
+    assert init["apiVersion"] == cluster["apiVersion"] == "kubeadm.k8s.io/v1beta4"
+    assert init["localAPIEndpoint"]["advertiseAddress"] == "192.168.141.130"
+    assert init["nodeRegistration"]["name"] == MASTER
+    assert init["nodeRegistration"]["criSocket"] == "unix:///var/run/containerd/containerd.sock"
+    assert {"name": "node-ip", "value": "192.168.141.130"} in init["nodeRegistration"]["kubeletExtraArgs"]
+    assert "taints" not in init["nodeRegistration"]  # workers exist: the control plane keeps its taint
+    assert cluster["networking"] == {"podSubnet": "10.244.0.0/16", "serviceSubnet": "10.96.0.0/12", "dnsDomain": "cluster.local"}
+    assert cluster["imageRepository"] == "registry.k8s.io" and cluster["kubernetesVersion"] == "v1.34"
+    assert set(cluster["apiServer"]["certSANs"]) == {"192.168.141.130", MASTER}
+    assert kubelet["cgroupDriver"] == "systemd" and "failCgroupV1" not in kubelet
+    assert proxy["mode"] == "ipvs" and proxy["apiVersion"] == "kubeproxy.config.k8s.io/v1alpha1"
+
+
+def test_calico_pool_is_the_pod_subnet(dev_run: StackRun) -> None:
+    ((_, env, _),) = split_invocation(dev_run.named(f"{MASTER}-calico").input("create"))
+    installation, api_server = yaml.safe_load_all(env["CALICO_INSTALLATION"])
+    (pool,) = installation["spec"]["calicoNetwork"]["ipPools"]
+    assert pool["cidr"] == "10.244.0.0/16"
+    assert installation["spec"]["calicoNetwork"]["nodeAddressAutodetectionV4"] == {"cidrs": ["192.168.141.0/24"]}
+    assert env["CALICO_OPERATOR_URL"].endswith("/v3.31.6/manifests/tigera-operator.yaml")
+    assert api_server["kind"] == "APIServer"
+
+
+def test_options_flow_into_the_steps() -> None:
+    run = run_program(
+        "dev",
+        overrides={
+            "kubeProxyMode": "iptables", "mirror": "china", "registryMirrors": ["https://hub.example.com"],
+            "kubernetesVersion": "1.35.1", "allowCgroupV1": True, "smokeTest": False,
+            "nodes": [{"name": MASTER, "role": "control-plane", "ip": "192.168.141.130"}],
+        },
+    )  # fmt: skip
+    names = set(commands(run))
+    assert f"{MASTER}-smoke-test" not in names and not any("join-command" in n and SLAVE1 in n for n in names)
+    ((_, env, _),) = split_invocation(run.named(f"{MASTER}-kubeadm-init").input("create"))
+    init, cluster, kubelet, proxy = yaml.safe_load_all(env["KUBEADM_CONFIG"])
+    assert init["nodeRegistration"]["taints"] == [] and init["nodeRegistration"]["ignorePreflightErrors"] == ["SystemVerification"]
+    assert kubelet["failCgroupV1"] is False and proxy["mode"] == "iptables" and "ipvs" not in proxy
+    assert cluster["imageRepository"] == "registry.aliyuncs.com/google_containers"
+    packages = split_invocation(run.named(f"{MASTER}-kube-packages").input("create"))[0][1]
+    assert packages["KUBERNETES_APT_REPO"] == "https://mirrors.aliyun.com/kubernetes-new/core/stable/v1.35/deb/"
+    runtime = dict(split_invocation(run.named(f"{MASTER}-container-runtime").input("create"))[1][1])
+    assert json.loads(runtime["DOCKER_DAEMON_JSON"])["registry-mirrors"] == ["https://hub.example.com"]
+    assert runtime["SANDBOX_IMAGE"] == "registry.aliyuncs.com/google_containers/pause:3.10.1"
+    assert runtime["CONTAINERD_REGISTRY_HOSTS"].startswith("docker.io\t")
