@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from components.config import NetworkSpec, NodeSpec
 from components.templates import render
@@ -29,10 +29,24 @@ class NodeSeed:
         return {"user-data": self.user_data, "meta-data": self.meta_data, "network-config": self.network_config}
 
 
-def render_user_data(node: NodeSpec, ssh_user: str, ssh_public_key: str) -> str:
+@dataclass(frozen=True)
+class HostKey:
+    """A node's SSH host key pair (OpenSSH formats). The private half is a secret."""
+
+    private_key: str = field(repr=False)
+    public_key: str
+
+
+def render_user_data(node: NodeSpec, ssh_user: str, ssh_public_key: str, host_key: HostKey) -> str:
     return CLOUD_CONFIG_HEADER + render(
         "user-data.yaml",
-        {"hostname": node.name, "ssh_user": ssh_user, "ssh_authorized_keys": [ssh_public_key.strip()]},
+        {
+            "hostname": node.name,
+            "ssh_user": ssh_user,
+            "ssh_authorized_keys": [ssh_public_key.strip()],
+            "host_private_key": host_key.private_key,
+            "host_public_key": host_key.public_key.strip(),
+        },
     )
 
 
@@ -53,7 +67,9 @@ def render_meta_data(node: NodeSpec, user_data: str, network_config: str) -> str
     return render("meta-data.yaml", {"instance_id": f"{node.name}-{content_hash}", "hostname": node.name})
 
 
-def render_seed(node: NodeSpec, network: NetworkSpec, ssh_user: str, ssh_public_key: str) -> NodeSeed:
-    user_data = render_user_data(node, ssh_user, ssh_public_key)
+def render_seed(
+    node: NodeSpec, network: NetworkSpec, ssh_user: str, ssh_public_key: str, host_key: HostKey
+) -> NodeSeed:
+    user_data = render_user_data(node, ssh_user, ssh_public_key, host_key)
     network_config = render_network_config(node, network)
     return NodeSeed(user_data, render_meta_data(node, user_data, network_config), network_config)

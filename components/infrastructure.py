@@ -9,7 +9,6 @@ import pulumi
 import pulumi_libvirt as libvirt
 import pulumi_tls as tls
 
-from components.cloudinit import render_seed
 from components.config import ClusterConfig
 from components.node import Node, NodeArgs
 
@@ -57,14 +56,13 @@ class Infrastructure(pulumi.ComponentResource):
 
         self.nodes = {}
         for spec in config.nodes:
-            seed = self.ssh_public_key.apply(
-                lambda public_key, spec=spec: render_seed(spec, network, config.ssh.user, public_key)
-            )
             self.nodes[spec.name] = Node(
                 spec.name,
                 NodeArgs(
                     spec=spec,
-                    seed=seed,
+                    network=network,
+                    ssh_user=config.ssh.user,
+                    authorized_key=self.ssh_public_key,
                     base_volume_id=self.base_image.id,
                     network_id=self.network.id,
                     pool=config.storage_pool,

@@ -1,9 +1,9 @@
 """The kubeadm cluster on top of the VMs: one pulumi-command step per stage, per node, in a dependency graph.
 
-Per node:       wait-for-boot -> os-prep -> container-runtime -> kube-packages
+Per node:       wait-for-boot -> os-prep -> container-runtime -> kube-packages;  wait-for-boot -> cluster-hosts
 Control plane:  kube-packages -> kubeadm-init -> {kubeconfig, calico, join-command per worker}
-Worker:         kube-packages + its join-command -> kubeadm-join -> membership (drains/deletes it on removal)
-Cluster:        calico + every join -> cluster-ready -> smoke-test
+Worker:         kube-packages + its join-command -> kubeadm-join -> membership (node Ready; drain/delete on removal)
+Cluster:        calico + every membership + every cluster-hosts -> cluster-ready -> smoke-test
 
 Nodes run their stages in parallel; a step waits only for what it consumes. Every step's `triggers` holds the
 domain ids it runs on, so a replaced VM re-runs its steps (its Command inputs would otherwise be unchanged).
@@ -48,7 +48,11 @@ class KubeadmCluster(pulumi.ComponentResource):
         config = args.config
         control_plane = args.nodes[config.control_plane.name]
 
-        prepared = {spec.name: self._prepare_node(spec, args.nodes[spec.name]) for spec in config.nodes}
+        prepared: dict[str, remote.Command] = {}
+        hosts: list[remote.Command] = []
+        for spec in config.nodes:
+            prepared[spec.name], hosts_step = self._prepare_node(spec, args.nodes[spec.name])
+            hosts.append(hosts_step)
         cp_packages = prepared[control_plane.spec.name]
         cp_triggers = [control_plane.domain_id]
 
@@ -64,7 +68,7 @@ class KubeadmCluster(pulumi.ComponentResource):
         joined = [self._join_worker(spec, args.nodes[spec.name], control_plane, init, prepared[spec.name])
                   for spec in config.workers]  # fmt: skip
         ready = self._step(
-            control_plane, "cluster-ready", steps.cluster_ready(config), [calico, *joined], cp_triggers
+            control_plane, "cluster-ready", steps.cluster_ready(config), [calico, *joined, *hosts], cp_triggers
         )
         if config.kubernetes.smoke_test:
             self._step(control_plane, "smoke-test", steps.smoke_test(config), [ready], cp_triggers)
@@ -89,6 +93,9 @@ class KubeadmCluster(pulumi.ComponentResource):
             host=node.ip,
             user=self._args.config.ssh.user,
             private_key=self._args.ssh_private_key,
+            # Pinned: the key the stack generated for this node and installed through cloud-init. A host that
+            # presents another key fails the step with a host key mismatch instead of receiving commands.
+            host_key=node.host_public_key,
             dial_error_limit=dial_error_limit,
             per_dial_timeout=PER_DIAL_TIMEOUT_SECONDS,
         )
@@ -130,14 +137,15 @@ class KubeadmCluster(pulumi.ComponentResource):
             opts=options,
         )
 
-    def _prepare_node(self, spec: NodeSpec, node: Node) -> remote.Command:
-        """The steps every node runs on its own; returns the last one."""
+    def _prepare_node(self, spec: NodeSpec, node: Node) -> tuple[remote.Command, remote.Command]:
+        """The steps every node runs on its own: (the last of its chain, its /etc/hosts step)."""
         config = self._args.config
         triggers = [node.domain_id]
         boot = self._step(node, "wait-for-boot", steps.wait_for_boot(), [], triggers)
+        hosts = self._step(node, "cluster-hosts", steps.hosts_file(config), [boot], triggers)
         prep = self._step(node, "os-prep", steps.os_prep(config), [boot], triggers)
         runtime = self._step(node, "container-runtime", steps.container_runtime(config), [prep], triggers)
-        return self._step(node, "kube-packages", steps.kube_packages(config, spec), [runtime], triggers)
+        return self._step(node, "kube-packages", steps.kube_packages(config, spec), [runtime], triggers), hosts
 
     def _join_worker(
         self, spec: NodeSpec, worker: Node, control_plane: Node, init: remote.Command, packages: remote.Command
@@ -160,12 +168,12 @@ class KubeadmCluster(pulumi.ComponentResource):
             # When the VM itself goes, there is nothing to reset (and nothing to connect to).
             deleted_with=worker.domain,
         )
-        # Removing a worker from `nodes` drains and deletes its Node object through the control plane; skipped
-        # when the control plane is going away too.
+        # The worker as a member of the cluster: created once its Node is Ready; removing the worker from `nodes`
+        # drains and deletes the Node through the control plane (skipped when the control plane goes too).
         return self._step(
             control_plane,
             f"{spec.name}-membership",
-            f"echo {spec.name} joined",
+            steps.node_ready(spec),
             [join],
             triggers,
             delete=steps.drain_node(spec),

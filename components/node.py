@@ -7,8 +7,10 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_libvirt as libvirt
 
-from components.cloudinit import NodeSeed
-from components.config import NodeSpec
+import pulumi_tls as tls
+
+from components.cloudinit import HostKey, NodeSeed, render_seed
+from components.config import NetworkSpec, NodeSpec
 
 GIB = 1024**3
 # Ubuntu cloud images hang at boot without a serial console (cloud-images bug 1573095).
@@ -18,7 +20,9 @@ SERIAL_CONSOLE = {"type": "pty", "target_port": "0", "target_type": "serial"}
 @dataclass(frozen=True)
 class NodeArgs:
     spec: NodeSpec
-    seed: pulumi.Input[NodeSeed]  # an Output while a generated SSH key is unknown
+    network: NetworkSpec
+    ssh_user: str
+    authorized_key: pulumi.Input[str]  # the login key's public half
     base_volume_id: pulumi.Input[str]
     network_id: pulumi.Input[str]
     pool: str
@@ -30,15 +34,24 @@ class Node(pulumi.ComponentResource):
 
     ip: str
     domain_id: pulumi.Output[str]
+    host_public_key: pulumi.Output[str]
 
     def __init__(self, name: str, args: NodeArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("kubeadm-libvirt:index:Node", name, None, opts)
         spec = args.spec
-        seed = pulumi.Output.from_input(args.seed)
+        # The node's SSH host key, made here and installed by cloud-init, so every connection can pin it.
+        host_key = tls.PrivateKey(f"{name}-host-key", algorithm="ED25519", opts=pulumi.ResourceOptions(parent=self))
+        self.host_public_key = host_key.public_key_openssh.apply(str.strip)
+        # Output.secret states it here rather than relying on the provider's schema: the seed carries this key.
+        host_private_key = pulumi.Output.secret(host_key.private_key_openssh)
+        seed = pulumi.Output.all(args.authorized_key, host_private_key, host_key.public_key_openssh).apply(
+            lambda keys: render_seed(spec, args.network, args.ssh_user, keys[0], HostKey(keys[1], keys[2]))
+        )
         # The seed's digest is part of the disk and ISO names: a new seed renames both, which replaces them, and
         # the new disk replaces the domain. cloud-init only runs on a first boot, so a changed seed must mean a
         # fresh VM, never a swapped CD-ROM on a running one (terraform-provider-libvirt #931).
-        seed_tag = seed.apply(lambda s: s.digest[:10])
+        # The seed is secret (it carries the host's private key); its digest and the non-secret files are not.
+        seed_tag = pulumi.Output.unsecret(seed.apply(lambda s: s.digest[:10]))
         # Explicit names make the bridge replace these delete-first; delete_before_replace says so outright.
         replace_first = pulumi.ResourceOptions(parent=self, delete_before_replace=True, protect=args.protect)
 
@@ -47,8 +60,8 @@ class Node(pulumi.ComponentResource):
             name=seed_tag.apply(lambda tag: f"{spec.name}-cloudinit-{tag}.iso"),
             pool=args.pool,
             user_data=seed.apply(lambda s: s.user_data),
-            meta_data=seed.apply(lambda s: s.meta_data),
-            network_config=seed.apply(lambda s: s.network_config),
+            meta_data=pulumi.Output.unsecret(seed.apply(lambda s: s.meta_data)),
+            network_config=pulumi.Output.unsecret(seed.apply(lambda s: s.network_config)),
             opts=replace_first,
         )
         self.disk = libvirt.Volume(
@@ -85,5 +98,12 @@ class Node(pulumi.ComponentResource):
         self.ip = str(spec.ip)
         self.domain_id = self.domain.id
         self.register_outputs(
-            {"name": spec.name, "role": spec.role, "ip": self.ip, "mac": spec.mac, "domainId": self.domain.id}
+            {
+                "name": spec.name,
+                "role": spec.role,
+                "ip": self.ip,
+                "mac": spec.mac,
+                "domainId": self.domain.id,
+                "hostPublicKey": self.host_public_key,
+            }
         )

@@ -11,6 +11,7 @@ Kubernetes-level intent (a new worker, a changed pod subnet, a script edit) as a
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shlex
 import sys
@@ -20,6 +21,7 @@ from typing import Any
 import yaml
 
 from components.mockrun import Registration, StackRun, redact, run_program
+from components.templates import dump
 
 # Long text inputs shown as blocks, and how to make them readable.
 TEXT_INPUTS = ("userData", "metaData", "networkConfig", "create", "delete", "stdin")
@@ -49,16 +51,36 @@ def split_invocation(command: str) -> list[tuple[str, dict[str, str], str]]:
 
 
 def readable_command(command: str) -> str:
-    """A step's command as `# step X` + its inputs + the script, or the command itself when it is not a script."""
+    """A step's command as its script name, the script's digest and its inputs, or the command itself.
+
+    The scripts are files in components/scripts/ and a pull request shows their diff directly; here a changed
+    digest marks exactly the steps that will run the changed text.
+    """
     try:
         parts = split_invocation(command)
     except ValueError:
         return command.rstrip("\n") + "\n"
     sections = []
     for step, env, script in parts:
-        lines = [f"# step {step}"] + [f"#   {key}={json.dumps(value)}" for key, value in env.items()]
-        sections.append("\n".join(lines) + "\n" + script.rstrip("\n") + "\n")
-    return "\n".join(sections)
+        digest = hashlib.sha256(script.encode()).hexdigest()[:16]
+        lines = [f"# step {step}: components/scripts/{step}.sh after lib/common.sh, sha256 {digest}"]
+        for key, value in env.items():
+            if "\n" in value.rstrip("\n"):  # rendered documents (kubeadm config, Calico) read best as blocks
+                lines.append(f"#   {key}: |")
+                lines += [f"#     {line}" for line in value.rstrip("\n").splitlines()]
+            else:
+                lines.append(f"#   {key}={json.dumps(value)}")
+        sections.append("\n".join(lines) + "\n")
+    return "".join(sections)
+
+
+def redact_cloud_config(user_data: str) -> str:
+    """user-data with only its private host keys hidden: the rest of a node's seed is for reviewers to read."""
+    document = yaml.safe_load(user_data)
+    for key in list(document.get("ssh_keys", {})):
+        if key.endswith("_private"):
+            document["ssh_keys"][key] = "[secret]"
+    return "#cloud-config\n" + dump(document)
 
 
 def _options(registration: Registration, names: dict[str, str]) -> list[str]:
@@ -104,6 +126,8 @@ def render_plan(run: StackRun, stack: str) -> str:
         if options:
             lines.append(f"{pad}    options: {' '.join(options)}")
         inputs = redact(registration.inputs)
+        if registration.type == "libvirt:index/cloudInitDisk:CloudInitDisk" and registration.is_secret("userData"):
+            inputs["userData"] = redact_cloud_config(registration.input("userData"))
         for key in sorted(inputs):
             value = inputs[key]
             if key in TEXT_INPUTS and isinstance(value, str) and value != "[secret]":

@@ -37,13 +37,21 @@ WORKER_JOIN_COMMAND = "sudo kubeadm token create --print-join-command --ttl 2h"
 STACK_JOIN_COMMAND = "sudo kubeadm token create --print-join-command"
 
 
+# Shared shell functions (logging, input checks, idempotent file writes, bounded apt-lock waits), sent ahead of
+# every script: a step is one self-contained text, with nothing to upload first.
+SCRIPT_LIBRARY = "lib/common.sh"
+
+
 @functools.cache
 def script_text(name: str) -> str:
-    return (SCRIPT_DIR / name).read_text()
+    """The text a step runs: the shared library, then the script (shellcheck lints exactly this concatenation)."""
+    library = SCRIPT_DIR / SCRIPT_LIBRARY
+    prefix = library.read_text() + "\n" if library.exists() else ""
+    return prefix + (SCRIPT_DIR / name).read_text()
 
 
 def invocation(script: str, env: Mapping[str, str]) -> str:
-    """`sudo env K=V ... bash -c '<script>' <step>`: every value quoted, the script readable in diffs."""
+    """`sudo env K=V ... bash -c '<library + script>' <step>`: every value quoted; $0 names the step."""
     assignments = "".join(f"{key}={shlex.quote(value)} " for key, value in env.items())
     step = script.removesuffix(".sh")
     return f"sudo env {assignments}bash -c {shlex.quote(script_text(script))} {step}"
@@ -58,9 +66,12 @@ def wait_for_boot() -> str:
 
 
 def os_prep(config: ClusterConfig) -> str:
-    return invocation(
-        "os-prep.sh", {"CLUSTER_HOSTS": cluster_hosts(config), "KUBE_PROXY_MODE": config.kubernetes.kube_proxy_mode}
-    )
+    return invocation("os-prep.sh", {"KUBE_PROXY_MODE": config.kubernetes.kube_proxy_mode})
+
+
+def hosts_file(config: ClusterConfig) -> str:
+    """Its own step: adding a node changes only this small step on the other nodes, not os-prep."""
+    return invocation("cluster-hosts.sh", {"CLUSTER_HOSTS": cluster_hosts(config)})
 
 
 def sandbox_image(config: ClusterConfig) -> str:
@@ -134,6 +145,10 @@ def calico(config: ClusterConfig) -> str:
 def kubeadm_join(worker: NodeSpec) -> str:
     """Reads the join command (a secret) from stdin."""
     return invocation("kubeadm-join.sh", {"NODE_NAME": worker.name, "JOIN_TIMEOUT_SECONDS": str(JOIN_TIMEOUT)})
+
+
+def node_ready(worker: NodeSpec) -> str:
+    return invocation("node-ready.sh", {"NODE_NAME": worker.name, "READY_TIMEOUT_SECONDS": str(READY_TIMEOUT)})
 
 
 def reset_node(config: ClusterConfig) -> str:

@@ -50,11 +50,22 @@ def fill(template: Any, values: Mapping[str, Any]) -> Any:
 def dump(document: Any) -> str:
     """Deterministic YAML: template key order kept, no aliases, no line folding."""
 
-    class _NoAliases(yaml.SafeDumper):
-        def ignore_aliases(self, data: Any) -> bool:
-            return True
+    return yaml.dump(document, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1 << 16)
 
-    return yaml.dump(document, Dumper=_NoAliases, sort_keys=False, default_flow_style=False, width=1 << 16)
+
+class _Dumper(yaml.SafeDumper):
+    """No aliases (each node reads on its own), and multi-line strings (keys, files) as literal blocks."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value.rstrip("\n") else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
 
 
 def render(name: str, values: Mapping[str, Any]) -> str:

@@ -17,8 +17,8 @@ NODE_NAMES = ["kubernetes-master", "kubernetes-slave1", "kubernetes-slave2"]
 
 
 def seed(run: StackRun, node: str) -> dict[str, str]:
-    inputs = run.named(f"{node}-cloudinit").inputs
-    return {file: inputs[key] for file, key in SEED_FILES.items()}
+    disk = run.named(f"{node}-cloudinit")
+    return {file: disk.input(key) for file, key in SEED_FILES.items()}
 
 
 @pytest.mark.parametrize("node", NODE_NAMES)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 from pathlib import Path
@@ -13,6 +12,7 @@ import yaml
 from components.kubeadm_config import KINDS
 from components.mockrun import Registration, StackRun, redact, run_program
 from components.plan import readable_command, split_invocation
+from components.step_graph import command_dependencies, longest_chain, redundant_waits
 from tests.golden import assert_matches_golden
 
 COMMAND = "command:remote:Command"
@@ -25,25 +25,12 @@ def commands(run: StackRun) -> dict[str, Registration]:
 
 
 def depends_on(run: StackRun, name: str) -> set[str]:
-    by_urn = run.by_urn()
-    return {by_urn[urn].name for urn in run.named(name).all_dependencies if by_urn[urn].type == COMMAND}
-
-
-def longest_chain(run: StackRun) -> list[str]:
-    """The longest path of commands, each waiting on the previous one."""
-    cmds = commands(run)
-
-    @functools.cache
-    def chain(name: str) -> tuple[str, ...]:
-        before = max((chain(dep) for dep in depends_on(run, name)), key=len, default=())
-        return (*before, name)
-
-    return list(max((chain(name) for name in cmds), key=len))
+    return set(command_dependencies(run)[name])
 
 
 def test_one_command_per_step(dev_run: StackRun) -> None:
     names = set(commands(dev_run))
-    expected = {f"{node}-{step}" for node in (MASTER, SLAVE1, SLAVE2) for step in NODE_STEPS}
+    expected = {f"{node}-{step}" for node in (MASTER, SLAVE1, SLAVE2) for step in (*NODE_STEPS, "cluster-hosts")}
     expected |= {f"{MASTER}-{step}" for step in ("kubeadm-init", "kubeconfig", "calico", "kubeadm-join-command", "cluster-ready", "smoke-test")}
     expected |= {f"{MASTER}-{w}-{step}" for w in (SLAVE1, SLAVE2) for step in ("join-command", "membership")}
     expected |= {f"{w}-kubeadm-join" for w in (SLAVE1, SLAVE2)}
@@ -58,6 +45,7 @@ def test_steps_run_in_the_tutorials_order(dev_run: StackRun) -> None:
         assert depends_on(dev_run, f"{node}-wait-for-boot") == set()
         for before, after in zip(NODE_STEPS, NODE_STEPS[1:]):
             assert depends_on(dev_run, f"{node}-{after}") == {f"{node}-{before}"}
+        assert depends_on(dev_run, f"{node}-cluster-hosts") == {f"{node}-wait-for-boot"}
     assert depends_on(dev_run, f"{MASTER}-kubeadm-init") == {f"{MASTER}-kube-packages"}
     for step in ("kubeconfig", "calico", "kubeadm-join-command"):
         assert depends_on(dev_run, f"{MASTER}-{step}") == {f"{MASTER}-kubeadm-init"}
@@ -65,8 +53,9 @@ def test_steps_run_in_the_tutorials_order(dev_run: StackRun) -> None:
         assert depends_on(dev_run, f"{worker}-kubeadm-join") == {f"{worker}-kube-packages", f"{MASTER}-{worker}-join-command"}
         assert depends_on(dev_run, f"{MASTER}-{worker}-membership") == {f"{worker}-kubeadm-join"}
     assert depends_on(dev_run, f"{MASTER}-cluster-ready") == {
-        f"{MASTER}-calico", f"{MASTER}-{SLAVE1}-membership", f"{MASTER}-{SLAVE2}-membership"
-    }
+        f"{MASTER}-calico", f"{MASTER}-{SLAVE1}-membership", f"{MASTER}-{SLAVE2}-membership",
+        *(f"{node}-cluster-hosts" for node in (MASTER, SLAVE1, SLAVE2)),
+    }  # fmt: skip
     assert depends_on(dev_run, f"{MASTER}-smoke-test") == {f"{MASTER}-cluster-ready"}
 
 
@@ -74,6 +63,7 @@ def test_critical_path_does_not_grow_with_the_node_count(dev_run: StackRun) -> N
     workers = [{"name": f"worker-{i:02d}", "role": "worker", "ip": f"192.168.141.{10 + i}"} for i in range(29)]
     big = run_program("dev", overrides={"nodes": [{"name": MASTER, "role": "control-plane", "ip": "192.168.141.130"}, *workers]})
     small_chain, big_chain = longest_chain(dev_run), longest_chain(big)
+    assert redundant_waits(dev_run) == [] and redundant_waits(big) == []
     assert len(small_chain) == len(big_chain) == 10, small_chain
     assert [name.split("-", 2)[-1] for name in small_chain][:5] == [
         "wait-for-boot", "os-prep", "container-runtime", "kube-packages", "kubeadm-init"
@@ -119,6 +109,7 @@ def test_steps_with_a_delete_replace_delete_first(dev_run: StackRun) -> None:
     assert "reset-node" in join.input("delete") and by_urn[join.deleted_with].name == f"{SLAVE1}-domain"
     membership = dev_run.named(f"{MASTER}-{SLAVE1}-membership")
     assert "drain-node" in membership.input("delete") and by_urn[membership.deleted_with].name == f"{MASTER}-domain"
+    assert "node-ready" in membership.input("create")
 
 
 def test_replacing_a_vm_reruns_its_steps(dev_run: StackRun) -> None:
@@ -160,15 +151,15 @@ def step_golden_files(run: StackRun) -> dict[str, str]:
     files = {}
     for kind, texts in by_kind.items():
         if len(set(texts.values())) == 1:
-            files[f"dev/steps/{kind}.sh"] = next(iter(texts.values()))
+            files[f"dev/steps/{kind}.txt"] = next(iter(texts.values()))
         else:
-            files.update({f"dev/steps/{name}.sh": text for name, text in texts.items()})
+            files.update({f"dev/steps/{name}.txt": text for name, text in texts.items()})
     return files
 
 
 def test_rendered_steps_match_golden_files(dev_run: StackRun) -> None:
     files = step_golden_files(dev_run)
-    committed = {f"dev/steps/{p.name}" for p in (Path(__file__).parent / "golden" / "dev" / "steps").glob("*.sh")}
+    committed = {f"dev/steps/{p.name}" for p in (Path(__file__).parent / "golden" / "dev" / "steps").glob("*.txt")}
     for relative_path, text in sorted(files.items()):
         assert_matches_golden(relative_path, text)
     if os.environ.get("UPDATE_GOLDEN") != "1":

@@ -23,7 +23,7 @@ def test_resource_counts_and_types(dev_run: StackRun) -> None:
     assert counts == {
         "kubeadm-libvirt:index:Infrastructure": 1,
         "kubeadm-libvirt:index:Node": 3,
-        "tls:index/privateKey:PrivateKey": 1,
+        "tls:index/privateKey:PrivateKey": 4,  # the login key pair and one host key per node
         "libvirt:index/network:Network": 1,
         "libvirt:index/volume:Volume": 4,
         "libvirt:index/cloudInitDisk:CloudInitDisk": 3,
@@ -63,19 +63,19 @@ def test_each_vm_gets_its_own_cloud_init(dev_run: StackRun) -> None:
     public_key = dev_run.named("kubeadm-libvirt-ssh-key")  # the generated pair
     ips = {"kubernetes-master": "192.168.141.130", "kubernetes-slave1": "192.168.141.131", "kubernetes-slave2": "192.168.141.132"}
     for node, ip in ips.items():
-        disk = dev_run.named(f"{node}-cloudinit").inputs
-        assert disk["userData"].startswith("#cloud-config\n")
-        user_data = yaml.safe_load(disk["userData"])
+        disk = dev_run.named(f"{node}-cloudinit")
+        assert disk.input("userData").startswith("#cloud-config\n")
+        user_data = yaml.safe_load(disk.input("userData"))
         assert user_data["hostname"] == node and user_data["ssh_pwauth"] is False
         (user,) = user_data["users"]
         assert user["name"] == "ubuntu" and user["sudo"] == "ALL=(ALL) NOPASSWD:ALL" and user["lock_passwd"] is True
         assert user["ssh_authorized_keys"][0].startswith("ssh-ed25519 ") and public_key.custom
-        meta = yaml.safe_load(disk["metaData"])
+        meta = yaml.safe_load(disk.input("metaData"))
         assert meta["local-hostname"] == node and meta["instance-id"].startswith(f"{node}-")
-        (nic,) = yaml.safe_load(disk["networkConfig"])["ethernets"].values()
+        (nic,) = yaml.safe_load(disk.input("networkConfig"))["ethernets"].values()
         assert nic["addresses"] == [f"{ip}/24"] and nic["routes"] == [{"to": "0.0.0.0/0", "via": "192.168.141.1"}]
         assert nic["nameservers"] == {"addresses": ["192.168.141.1"]} and nic["dhcp4"] is False
-    instance_ids = {yaml.safe_load(dev_run.named(f"{n}-cloudinit").inputs["metaData"])["instance-id"] for n in ips}
+    instance_ids = {yaml.safe_load(dev_run.named(f"{n}-cloudinit").input("metaData"))["instance-id"] for n in ips}
     assert len(instance_ids) == 3
 
 
@@ -84,7 +84,7 @@ def test_domain_nic_mac_matches_netplan_match(dev_run: StackRun) -> None:
     for node in NODE_NAMES:
         domain = dev_run.named(f"{node}-domain").inputs
         (nic,) = domain["networkInterfaces"]
-        (netplan_nic,) = yaml.safe_load(dev_run.named(f"{node}-cloudinit").inputs["networkConfig"])["ethernets"].values()
+        (netplan_nic,) = yaml.safe_load(dev_run.named(f"{node}-cloudinit").input("networkConfig"))["ethernets"].values()
         assert nic["mac"] == netplan_nic["match"]["macaddress"]
         macs.add(nic["mac"])
     assert len(macs) == 3
@@ -113,10 +113,10 @@ def test_generated_private_key_is_a_secret_output(dev_run: StackRun) -> None:
 
 def test_configured_key_pair_is_used_and_never_exposed(dev_run_with_key: StackRun, key_pair) -> None:
     run = dev_run_with_key
-    assert not run.of_type("tls:index/privateKey:PrivateKey")
+    assert {r.name for r in run.of_type("tls:index/privateKey:PrivateKey")} == {f"{n}-host-key" for n in NODE_NAMES}
     assert "sshPrivateKey" not in run.outputs
     for node in NODE_NAMES:
-        user_data = yaml.safe_load(run.named(f"{node}-cloudinit").inputs["userData"])
+        user_data = yaml.safe_load(run.named(f"{node}-cloudinit").input("userData"))
         assert user_data["users"][0]["ssh_authorized_keys"] == [key_pair.public_key]
     secret_body = key_pair.private_key.splitlines()[1]
     for registration in run.registrations:
@@ -165,3 +165,21 @@ def test_protect_control_plane_protects_only_its_vm() -> None:
 def test_program_tolerates_unknowns_in_preview() -> None:
     run = run_program("dev", preview=True)
     assert len(run.of_type("libvirt:index/domain:Domain")) == 3
+
+
+def test_host_keys_are_generated_installed_and_pinned(dev_run: StackRun) -> None:
+    ip_of = {"kubernetes-master": "192.168.141.130", "kubernetes-slave1": "192.168.141.131", "kubernetes-slave2": "192.168.141.132"}
+    pinned: dict[str, str] = {}
+    for node in NODE_NAMES:
+        host_key = dev_run.named(f"{node}-host-key")
+        assert host_key.input("algorithm") == "ED25519" and host_key.parent == dev_run.named(node).urn
+        disk = dev_run.named(f"{node}-cloudinit")
+        assert disk.is_secret("userData") and not disk.is_secret("networkConfig") and not disk.is_secret("metaData")
+        ssh_keys = yaml.safe_load(disk.input("userData"))["ssh_keys"]
+        assert ssh_keys["ed25519_private"].startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+        assert yaml.safe_load(disk.input("userData"))["ssh_deletekeys"] is True
+        pinned[ip_of[node]] = ssh_keys["ed25519_public"]
+    assert len(set(pinned.values())) == 3
+    for command in dev_run.of_type("command:remote:Command"):
+        connection = command.input("connection")
+        assert connection["hostKey"] == pinned[connection["host"]], command.name

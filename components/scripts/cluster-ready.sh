@@ -3,39 +3,22 @@
 # Safe to re-run: read-only; the wait is bounded and prints exactly what is not ready on timeout.
 # Inputs (env): EXPECTED_NODES (space-separated node names), READY_TIMEOUT_SECONDS.
 set -euo pipefail
-export LC_ALL=C HOME=/root # sudo on bionic keeps the caller's HOME; kubectl would write its cache there
 
-TAG='[cluster-ready]'
-log() { printf '%s %s\n' "$TAG" "$*" >&2; }
-die() { printf '%s ERROR: %s\n' "$TAG" "$*" >&2; exit 1; }
-
-ADMIN_CONF=/etc/kubernetes/admin.conf
 NAMESPACES=(kube-system calico-system)
 
 # --- inputs (all checked before anything else; exit 2 when invalid) ---------------------------
-problems=()
-NODE_NAME_RE='^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$'
 read -r -a expected_nodes <<<"${EXPECTED_NODES-}"
 if ((${#expected_nodes[@]} == 0)); then
-  problems+=("EXPECTED_NODES is empty: expected space-separated node names such as 'k8s-cp1 k8s-w1 k8s-w2'")
+  problem "EXPECTED_NODES is empty: expected space-separated node names such as 'k8s-cp1 k8s-w1 k8s-w2'"
 fi
 for n in "${expected_nodes[@]}"; do
-  [[ $n =~ $NODE_NAME_RE ]] || problems+=("EXPECTED_NODES: '$n' is not a valid node name (lowercase DNS name)")
+  is_node_name "$n" || problem "EXPECTED_NODES: '$n' is not a valid node name (lowercase DNS name)"
 done
-ready_timeout=${READY_TIMEOUT_SECONDS-}
-if [[ ! $ready_timeout =~ ^[0-9]{1,6}$ ]] || ((10#$ready_timeout < 1)); then
-  problems+=("READY_TIMEOUT_SECONDS='$ready_timeout': expected a whole number of seconds >= 1")
-fi
-if ((${#problems[@]} > 0)); then
-  for p in "${problems[@]}"; do printf '%s invalid input: %s\n' "$TAG" "$p" >&2; done
-  exit 2
-fi
-ready_timeout=$((10#$ready_timeout))
-deadline=$((SECONDS + ready_timeout))
+seconds_input READY_TIMEOUT_SECONDS 1
+exit_on_problems
+DEADLINE=$((SECONDS + READY_TIMEOUT_SECONDS))
 
-command -v kubectl >/dev/null 2>&1 || die "kubectl is not installed"
-[[ -f $ADMIN_CONF ]] || die "$ADMIN_CONF does not exist: run kubeadm-init first"
-kc() { kubectl --kubeconfig "$ADMIN_CONF" --request-timeout=15s "$@"; }
+need_admin_conf
 
 # check_cluster: fills not_ready with one line per problem; returns 0 when there is none.
 NODE_FMT='{range .items[*]}{.metadata.name}{"\t"}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}'
@@ -44,7 +27,7 @@ check_cluster() {
   not_ready=()
   checked_namespaces=()
   local nodes pods n status ns name phase readies
-  if ! nodes=$(kc get nodes -o jsonpath="$NODE_FMT" 2>&1); then
+  if ! nodes=$(kc --request-timeout=15s get nodes -o jsonpath="$NODE_FMT" 2>&1); then
     not_ready+=("API server: ${nodes//$'\n'/ }")
     return 1
   fi
@@ -53,9 +36,9 @@ check_cluster() {
     [[ $status == True ]] || not_ready+=("node $n: ${status:+Ready=}${status:-not registered}")
   done
   for ns in "${NAMESPACES[@]}"; do
-    if [[ $ns != kube-system ]] && ! kc get namespace "$ns" -o name >/dev/null 2>&1; then continue; fi
+    if [[ $ns != kube-system ]] && ! kc --request-timeout=15s get namespace "$ns" -o name >/dev/null 2>&1; then continue; fi
     checked_namespaces+=("$ns")
-    if ! pods=$(kc -n "$ns" get pods -o jsonpath="$POD_FMT" 2>&1); then
+    if ! pods=$(kc --request-timeout=15s -n "$ns" get pods -o jsonpath="$POD_FMT" 2>&1); then
       not_ready+=("pods in $ns: ${pods//$'\n'/ }")
       continue
     fi
@@ -69,11 +52,11 @@ check_cluster() {
   ((${#not_ready[@]} == 0))
 }
 
-log "waiting (at most ${ready_timeout}s) for nodes ${expected_nodes[*]} and the system pods"
+log "waiting (at most ${READY_TIMEOUT_SECONDS}s) for nodes ${expected_nodes[*]} and the system pods"
 last_report=$SECONDS
 until check_cluster; do
-  if ((SECONDS >= deadline)); then
-    printf '%s not ready after %ss (READY_TIMEOUT_SECONDS):\n' "$TAG" "$ready_timeout" >&2
+  if ((SECONDS >= DEADLINE)); then
+    printf '%s not ready after %ss (READY_TIMEOUT_SECONDS):\n' "$TAG" "$READY_TIMEOUT_SECONDS" >&2
     printf '  %s\n' "${not_ready[@]}" >&2
     exit 1
   fi

@@ -4,44 +4,33 @@
 # Inputs (env): SANDBOX_IMAGE, DOCKER_DAEMON_JSON (may be empty), CONTAINERD_REGISTRY_HOSTS (may be empty;
 #   "REGISTRY<TAB>BASE64(hosts.toml)" lines), RUNTIME_READY_TIMEOUT_SECONDS (optional, default 60).
 set -euo pipefail
-export LC_ALL=C
-
-TAG='[configure-container-runtime]'
-log() { printf '%s %s\n' "$TAG" "$*" >&2; }
-die() { printf '%s ERROR: %s\n' "$TAG" "$*" >&2; exit 1; }
 
 CONFIG=/etc/containerd/config.toml
 CERTS_D=/etc/containerd/certs.d
 DAEMON_JSON=/etc/docker/daemon.json
 HOSTS_MARKER='# Managed by kubeadm-libvirt (configure-container-runtime.sh); removed when no longer configured.'
 
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
+make_work_dir
 
 # --- inputs (all checked before anything changes; exit 2 when invalid) ------------------------
-problems=()
-IMAGE_RE='^[A-Za-z0-9][A-Za-z0-9._/:@-]*$'
 sandbox_image=${SANDBOX_IMAGE-}
-if [[ ! $sandbox_image =~ $IMAGE_RE ]] || ((${#sandbox_image} > 255)); then
-  problems+=("SANDBOX_IMAGE='$sandbox_image': expected an image reference such as registry.k8s.io/pause:3.10.1")
+if ! is_image_ref "$sandbox_image" || ((${#sandbox_image} > 255)); then
+  problem "SANDBOX_IMAGE='$sandbox_image': expected an image reference such as registry.k8s.io/pause:3.10.1"
 fi
 
 daemon_json=${DOCKER_DAEMON_JSON-}
 if [[ -n ${daemon_json//[[:space:]]/} ]]; then
   if [[ ! $daemon_json =~ ^[[:space:]]*\{ ]]; then
-    problems+=("DOCKER_DAEMON_JSON: expected a JSON object (starting with '{'), got '${daemon_json:0:40}...'")
-  elif command -v python3 >/dev/null 2>&1 &&
+    problem "DOCKER_DAEMON_JSON: expected a JSON object (starting with '{'), got '${daemon_json:0:40}...'"
+  elif have python3 &&
     ! printf '%s' "$daemon_json" | python3 -c 'import json, sys; json.load(sys.stdin)' 2>/dev/null; then
-    problems+=("DOCKER_DAEMON_JSON: not valid JSON")
+    problem "DOCKER_DAEMON_JSON: not valid JSON"
   fi
 else
   daemon_json=''
 fi
 
-ready_timeout=${RUNTIME_READY_TIMEOUT_SECONDS:-60}
-if [[ ! $ready_timeout =~ ^[0-9]{1,6}$ ]] || ((10#$ready_timeout < 1)); then
-  problems+=("RUNTIME_READY_TIMEOUT_SECONDS='$ready_timeout': expected a whole number of seconds >= 1")
-fi
+seconds_input RUNTIME_READY_TIMEOUT_SECONDS 1 60
 
 # Registry hosts: decode into $WORK now, so that a bad record is reported before anything changes.
 REGISTRY_RE='^(_default|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?)$'
@@ -54,50 +43,34 @@ while IFS= read -r line || [[ -n $line ]]; do
   [[ -n ${line//[[:space:]]/} ]] || continue
   where="CONTAINERD_REGISTRY_HOSTS line $lineno"
   if [[ $line != *$'\t'* ]]; then
-    problems+=("$where: expected 'REGISTRY<TAB>BASE64_OF_HOSTS_TOML', found no tab")
+    problem "$where: expected 'REGISTRY<TAB>BASE64_OF_HOSTS_TOML', found no tab"
     continue
   fi
   registry=${line%%$'\t'*}
   b64=${line#*$'\t'}
   if [[ ! $registry =~ $REGISTRY_RE ]]; then
-    problems+=("$where: registry '$registry' is not a host[:port] name (or _default)")
+    problem "$where: registry '$registry' is not a host[:port] name (or _default)"
     continue
   fi
   if [[ -n ${seen_registry[$registry]-} ]]; then
-    problems+=("$where: registry '$registry' appears twice")
+    problem "$where: registry '$registry' appears twice"
     continue
   fi
   seen_registry[$registry]=1
   decoded="$WORK/hosts.$lineno"
   if [[ ! $b64 =~ ^[A-Za-z0-9+/]+={0,2}$ ]] || ! printf '%s' "$b64" | base64 -d >"$decoded" 2>/dev/null ||
     [[ ! -s $decoded ]]; then
-    problems+=("$where: the hosts.toml for '$registry' is not valid non-empty base64")
+    problem "$where: the hosts.toml for '$registry' is not valid non-empty base64"
     continue
   fi
   { echo "$HOSTS_MARKER"; cat "$decoded"; } >"$decoded.toml"
   registries+=("$registry=$decoded.toml")
 done <<<"${CONTAINERD_REGISTRY_HOSTS-}"
 
-if ((${#problems[@]} > 0)); then
-  for p in "${problems[@]}"; do printf '%s invalid input: %s\n' "$TAG" "$p" >&2; done
-  exit 2
-fi
+exit_on_problems
 
-command -v containerd >/dev/null 2>&1 || die "containerd is not installed (run install-container-runtime first)"
-command -v ctr >/dev/null 2>&1 || die "ctr (containerd's client) is not installed"
-
-CHANGED=0
-put_file() { # put_file SRC DEST MODE: write only when the content differs; sets CHANGED=1 if written
-  local src=$1 dest=$2 mode=$3
-  CHANGED=0
-  if [[ -f $dest ]] && cmp -s "$src" "$dest"; then
-    [[ $(stat -c %a "$dest") == "$mode" ]] || chmod "$mode" "$dest"
-    return 0
-  fi
-  install -D -m "$mode" -o root -g root "$src" "$dest"
-  CHANGED=1
-  log "wrote $dest"
-}
+have containerd || die "containerd is not installed (run install-container-runtime first)"
+have ctr || die "ctr (containerd's client) is not installed"
 
 # --- /etc/containerd/config.toml -------------------------------------------------------------
 # Regenerated from the built-in defaults: the containerd.io package ships a config.toml with
@@ -163,7 +136,7 @@ put_file "$WORK/crictl.yaml" /etc/crictl.yaml 644
 
 # --- docker ----------------------------------------------------------------------------------
 docker_installed=0
-if command -v dockerd >/dev/null 2>&1; then docker_installed=1; fi
+if have dockerd; then docker_installed=1; fi
 docker_changed=0
 if [[ -n $daemon_json ]]; then
   if ((docker_installed)); then
@@ -185,19 +158,17 @@ ensure_service() { # ensure_service UNIT CHANGED: restart if its config changed,
     log "starting $unit"
     systemctl start "$unit"
   fi
-  if [[ $(systemctl is-enabled "$unit" 2>/dev/null || true) != enabled ]]; then
-    systemctl enable "$unit" >&2
-  fi
+  ensure_enabled "$unit"
 }
 ensure_service containerd "$containerd_changed"
 if ((docker_installed)); then ensure_service docker "$docker_changed"; fi
 
 # --- containerd answers, with the CRI plugin loaded ------------------------------------------
-deadline=$((SECONDS + 10#$ready_timeout))
+DEADLINE=$((SECONDS + RUNTIME_READY_TIMEOUT_SECONDS))
 until timeout 10 ctr version >/dev/null 2>&1; do
-  if ((SECONDS >= deadline)); then
+  if ((SECONDS >= DEADLINE)); then
     systemctl status containerd --no-pager >&2 || true
-    die "containerd did not answer on /run/containerd/containerd.sock within ${ready_timeout}s"
+    die "containerd did not answer on /run/containerd/containerd.sock within ${RUNTIME_READY_TIMEOUT_SECONDS}s"
   fi
   sleep 2
 done

@@ -4,74 +4,40 @@
 # Inputs (env): KUBEADM_CONFIG (multi-document kubeadm YAML), KUBE_USER (gets ~/.kube/config),
 #               INIT_TIMEOUT_SECONDS (bounds image pull + kubeadm init together).
 set -euo pipefail
-export LC_ALL=C HOME=/root # sudo on bionic keeps the caller's HOME; kubectl would write its cache there
 
-TAG='[kubeadm-init]'
-log() { printf '%s %s\n' "$TAG" "$*" >&2; }
-die() { printf '%s ERROR: %s\n' "$TAG" "$*" >&2; exit 1; }
-
-ADMIN_CONF=/etc/kubernetes/admin.conf
 CONFIG_DIR=/etc/kubernetes/kubeadm-libvirt
 CONFIG_FILE=$CONFIG_DIR/kubeadm.yaml
-LOG_DIR=/var/log/kubeadm-libvirt
 LOG_FILE=$LOG_DIR/kubeadm-init.log
 RESET_HINT="inspect the node, then run 'sudo kubeadm reset -f' on it (this wipes the control plane state) and re-run this step"
 
 # --- inputs (all checked before anything changes; exit 2 when invalid) ------------------------
-problems=()
 config=${KUBEADM_CONFIG-}
 if [[ -z ${config//[[:space:]]/} ]]; then
-  problems+=("KUBEADM_CONFIG is empty: expected the kubeadm YAML (InitConfiguration, ClusterConfiguration, ...)")
+  problem "KUBEADM_CONFIG is empty: expected the kubeadm YAML (InitConfiguration, ClusterConfiguration, ...)"
 else
   grep -q '^apiVersion: *kubeadm\.k8s\.io/' <<<"$config" ||
-    problems+=("KUBEADM_CONFIG has no 'apiVersion: kubeadm.k8s.io/...' document")
+    problem "KUBEADM_CONFIG has no 'apiVersion: kubeadm.k8s.io/...' document"
   grep -q '^kind: *ClusterConfiguration *$' <<<"$config" ||
-    problems+=("KUBEADM_CONFIG has no 'kind: ClusterConfiguration' document")
+    problem "KUBEADM_CONFIG has no 'kind: ClusterConfiguration' document"
   grep -q '^kubernetesVersion:' <<<"$config" ||
-    problems+=("KUBEADM_CONFIG has no top-level 'kubernetesVersion:' line (expected in ClusterConfiguration)")
+    problem "KUBEADM_CONFIG has no top-level 'kubernetesVersion:' line (expected in ClusterConfiguration)"
 fi
 
 kube_user=${KUBE_USER-}
-if [[ ! $kube_user =~ ^[a-z_][a-z0-9_-]{0,31}$ ]]; then
-  problems+=("KUBE_USER='$kube_user': expected a login name such as ubuntu")
+if ! is_login_name "$kube_user"; then
+  problem "KUBE_USER='$kube_user': expected a login name such as ubuntu"
 elif ! getent passwd "$kube_user" >/dev/null; then
-  problems+=("KUBE_USER='$kube_user': no such user on this node")
+  problem "KUBE_USER='$kube_user': no such user on this node"
 fi
 
-init_timeout=${INIT_TIMEOUT_SECONDS-}
-if [[ ! $init_timeout =~ ^[0-9]{1,6}$ ]] || ((10#$init_timeout < 1)); then
-  problems+=("INIT_TIMEOUT_SECONDS='$init_timeout': expected a whole number of seconds >= 1")
-fi
+seconds_input INIT_TIMEOUT_SECONDS 1
+exit_on_problems
+DEADLINE=$((SECONDS + INIT_TIMEOUT_SECONDS)) # remaining() counts down to it
 
-if ((${#problems[@]} > 0)); then
-  for p in "${problems[@]}"; do printf '%s invalid input: %s\n' "$TAG" "$p" >&2; done
-  exit 2
-fi
-init_timeout=$((10#$init_timeout))
-deadline=$((SECONDS + init_timeout))
+have kubeadm || die "kubeadm is not installed (run install-kube-packages first)"
+have kubectl || die "kubectl is not installed (run install-kube-packages first)"
 
-command -v kubeadm >/dev/null 2>&1 || die "kubeadm is not installed (run install-kube-packages first)"
-command -v kubectl >/dev/null 2>&1 || die "kubectl is not installed (run install-kube-packages first)"
-
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
-
-put_file() { # put_file SRC DEST MODE OWNER GROUP: write only when the content differs (keeps the mtime)
-  local src=$1 dest=$2 mode=$3 owner=$4 group=$5
-  if [[ -f $dest ]] && cmp -s "$src" "$dest"; then
-    [[ $(stat -c %a "$dest") == "$mode" ]] || chmod "$mode" "$dest"
-    [[ $(stat -c %U:%G "$dest") == "$owner:$group" ]] || chown "$owner:$group" "$dest"
-    return 0
-  fi
-  install -D -m "$mode" -o "$owner" -g "$group" "$src" "$dest"
-  log "wrote $dest"
-}
-
-remaining() { # seconds left before the INIT_TIMEOUT_SECONDS deadline (at least 1)
-  local left=$((deadline - SECONDS))
-  ((left > 0)) || left=1
-  echo "$left"
-}
+make_work_dir
 
 ensure_user_kubeconfig() {
   local home group
@@ -90,7 +56,7 @@ if [[ -f $ADMIN_CONF ]]; then
   # Right after a reboot the API server needs a moment: wait up to 120s before calling it broken.
   probe_deadline=$((SECONDS + 120))
   while :; do
-    if err=$(kubectl --kubeconfig "$ADMIN_CONF" --request-timeout=10s -n kube-system get configmap kubeadm-config -o name 2>&1 >/dev/null); then
+    if err=$(kc --request-timeout=10s -n kube-system get configmap kubeadm-config -o name 2>&1 >/dev/null); then
       break
     fi
     if [[ $err == *NotFound* ]]; then
@@ -103,7 +69,7 @@ if [[ -f $ADMIN_CONF ]]; then
   done
   log "the control plane is already initialised; not running kubeadm init"
   if [[ -f $CONFIG_FILE ]] && ! cmp -s "$CONFIG_FILE" <(printf '%s\n' "$rendered"); then
-    log "WARNING: KUBEADM_CONFIG differs from $CONFIG_FILE, which the cluster was created with; the changes are NOT applied (re-create the cluster to apply them)"
+    warn "KUBEADM_CONFIG differs from $CONFIG_FILE, which the cluster was created with; the changes are NOT applied (re-create the cluster to apply them)"
   fi
   ensure_user_kubeconfig
   printf 'control plane initialised (kubeadm %s)\n' "$kubeadm_version"
@@ -121,14 +87,14 @@ if [[ $requested =~ ([0-9]+\.[0-9]+) ]]; then
     die "KUBEADM_CONFIG asks for kubernetesVersion $requested but kubeadm $kubeadm_version is installed"
   fi
 else
-  log "WARNING: kubernetesVersion '$requested' has no minor version; using kubeadm's $kubeadm_version"
+  warn "kubernetesVersion '$requested' has no minor version; using kubeadm's $kubeadm_version"
 fi
 
 # --- write the config, validate, pull, init --------------------------------------------------
-[[ -d $CONFIG_DIR ]] || install -d -m 700 "$CONFIG_DIR"
+ensure_dir "$CONFIG_DIR" 700
 printf '%s\n' "$rendered" >"$WORK/kubeadm.yaml"
 put_file "$WORK/kubeadm.yaml" "$CONFIG_FILE" 600 root root
-[[ -d $LOG_DIR ]] || install -d -m 700 "$LOG_DIR"
+ensure_log_dir
 
 if kubeadm config validate --help >/dev/null 2>&1; then
   kubeadm config validate --config "$CONFIG_FILE" >&2 || die "kubeadm rejected $CONFIG_FILE (see above)"
@@ -139,7 +105,7 @@ rc=0
 timeout -k 10 "$(remaining)" kubeadm config images pull --config "$CONFIG_FILE" >"$LOG_DIR/kubeadm-images.log" 2>&1 || rc=$?
 if ((rc != 0)); then
   tail -n 20 "$LOG_DIR/kubeadm-images.log" >&2
-  ((rc == 124 || rc == 137)) && die "pulling the control plane images did not finish within INIT_TIMEOUT_SECONDS=${init_timeout}s"
+  is_timeout_exit "$rc" && die "pulling the control plane images did not finish within INIT_TIMEOUT_SECONDS=${INIT_TIMEOUT_SECONDS}s"
   die "pulling the control plane images failed (exit $rc); check imageRepository and the node's registry access"
 fi
 
@@ -148,7 +114,7 @@ rc=0
 (umask 077 && timeout -k 30 "$(remaining)" kubeadm init --config "$CONFIG_FILE" --skip-token-print >"$LOG_FILE" 2>&1) || rc=$?
 if ((rc != 0)); then
   tail -n 60 "$LOG_FILE" >&2
-  ((rc == 124 || rc == 137)) && die "kubeadm init did not finish within INIT_TIMEOUT_SECONDS=${init_timeout}s; $RESET_HINT"
+  is_timeout_exit "$rc" && die "kubeadm init did not finish within INIT_TIMEOUT_SECONDS=${INIT_TIMEOUT_SECONDS}s; $RESET_HINT"
   die "kubeadm init failed (exit $rc, full log in $LOG_FILE); $RESET_HINT"
 fi
 log "kubeadm init succeeded"

@@ -3,29 +3,16 @@
 # Safe to re-run: every step is skipped when there is nothing left to clean; exits 0 on a never-joined node.
 # Inputs (env): KUBE_USER (optional: whose ~/.kube/config to remove), RESET_TIMEOUT_SECONDS (optional, default 300).
 set -euo pipefail
-export LC_ALL=C HOME=/root # sudo on bionic keeps the caller's HOME
 
-TAG='[reset-node]'
-log() { printf '%s %s\n' "$TAG" "$*" >&2; }
-warn() { printf '%s WARNING: %s\n' "$TAG" "$*" >&2; }
-
-LOG_DIR=/var/log/kubeadm-libvirt
 LOG_FILE=$LOG_DIR/kubeadm-reset.log
 
 # --- inputs (all checked before anything changes; exit 2 when invalid) ------------------------
-problems=()
 kube_user=${KUBE_USER-}
-if [[ -n $kube_user && ! $kube_user =~ ^[a-z_][a-z0-9_-]{0,31}$ ]]; then
-  problems+=("KUBE_USER='$kube_user': expected a login name such as ubuntu (or empty)")
+if [[ -n $kube_user ]] && ! is_login_name "$kube_user"; then
+  problem "KUBE_USER='$kube_user': expected a login name such as ubuntu (or empty)"
 fi
-reset_timeout=${RESET_TIMEOUT_SECONDS:-300}
-if [[ ! $reset_timeout =~ ^[0-9]{1,6}$ ]] || ((10#$reset_timeout < 1)); then
-  problems+=("RESET_TIMEOUT_SECONDS='$reset_timeout': expected a whole number of seconds >= 1")
-fi
-if ((${#problems[@]} > 0)); then
-  for p in "${problems[@]}"; do printf '%s invalid input: %s\n' "$TAG" "$p" >&2; done
-  exit 2
-fi
+seconds_input RESET_TIMEOUT_SECONDS 1 300
+exit_on_problems
 
 did=()
 
@@ -37,13 +24,13 @@ for f in /etc/kubernetes/kubelet.conf /etc/kubernetes/bootstrap-kubelet.conf /et
 done
 if [[ -z $state ]]; then
   log "no kubeadm state on this node; skipping kubeadm reset"
-elif ! command -v kubeadm >/dev/null 2>&1; then
+elif ! have kubeadm; then
   warn "$state exists but kubeadm is not installed; skipping kubeadm reset"
 else
   log "running kubeadm reset -f (log: $LOG_FILE)"
-  [[ -d $LOG_DIR ]] || install -d -m 700 "$LOG_DIR"
+  ensure_log_dir
   rc=0
-  timeout -k 10 "$((10#$reset_timeout))" kubeadm reset -f >"$LOG_FILE" 2>&1 || rc=$?
+  timeout -k 10 "$RESET_TIMEOUT_SECONDS" kubeadm reset -f >"$LOG_FILE" 2>&1 || rc=$?
   if ((rc == 0)); then
     did+=("kubeadm reset")
   else
@@ -60,7 +47,7 @@ fi
 
 # --- iptables: only when kube-proxy or Calico chains are present -----------------------------
 for ipt in iptables ip6tables; do
-  if ! command -v "$ipt" >/dev/null 2>&1 || ! command -v "$ipt-save" >/dev/null 2>&1; then continue; fi
+  if ! have "$ipt" || ! have "$ipt-save"; then continue; fi
   # (captured before grep -q: with pipefail, a writer killed by SIGPIPE would fail the test)
   rules=$("$ipt-save" 2>/dev/null || true)
   if grep -qE '^:(KUBE-|cali-)' <<<"$rules"; then
@@ -77,7 +64,7 @@ done
 
 # --- IPVS ------------------------------------------------------------------------------------
 ipvs_table=''
-if command -v ipvsadm >/dev/null 2>&1; then ipvs_table=$(ipvsadm -Ln 2>/dev/null || true); fi
+if have ipvsadm; then ipvs_table=$(ipvsadm -Ln 2>/dev/null || true); fi
 if grep -qE '^(TCP|UDP|SCTP)' <<<"$ipvs_table"; then
   ipvsadm -C || warn "ipvsadm -C failed"
   did+=("cleared IPVS")

@@ -3,31 +3,22 @@
 # Safe to re-run: it only waits and reads state; lock files are never deleted.
 # Inputs (env): BOOT_TIMEOUT_SECONDS (integer >= 1), one deadline for the whole wait.
 set -euo pipefail
-export LC_ALL=C
-
-TAG='[wait-for-boot]'
-log() { printf '%s %s\n' "$TAG" "$*" >&2; }
-die() { printf '%s ERROR: %s\n' "$TAG" "$*" >&2; exit 1; }
 
 # --- inputs (all checked before anything else happens; exit 2 when invalid) -------------------
-timeout_s=${BOOT_TIMEOUT_SECONDS-}
-if [[ ! $timeout_s =~ ^[0-9]{1,6}$ ]] || ((10#$timeout_s < 1)); then
-  printf '%s invalid input: BOOT_TIMEOUT_SECONDS=%q: expected a whole number of seconds >= 1\n' \
-    "$TAG" "$timeout_s" >&2
-  exit 2
-fi
-timeout_s=$((10#$timeout_s))
-deadline=$((SECONDS + timeout_s))
+seconds_input BOOT_TIMEOUT_SECONDS 1
+exit_on_problems
+timeout_s=$BOOT_TIMEOUT_SECONDS
+DEADLINE=$((SECONDS + timeout_s))
 
 # --- cloud-init ------------------------------------------------------------------------------
 ci_result='not installed'
-if command -v cloud-init >/dev/null 2>&1; then
+if have cloud-init; then
   log "waiting for cloud-init to finish (at most ${timeout_s}s)"
   rc=0
   timeout -k 5 "$timeout_s" cloud-init status --wait >/dev/null || rc=$?
   case $rc in
     0) ci_result='done' ;;
-    124 | 137)
+    124 | 137) # timed out
       cloud-init status --long >&2 || true
       die "cloud-init did not finish within ${timeout_s}s (BOOT_TIMEOUT_SECONDS)" ;;
     *)
@@ -35,7 +26,7 @@ if command -v cloud-init >/dev/null 2>&1; then
       ci_status=$(cloud-init status 2>/dev/null || true) # exits 2 again in that case
       if ((rc == 2)) && grep -q '^status: done' <<<"$ci_status"; then
         ci_result='done with warnings'
-        log "WARNING: cloud-init finished with recoverable errors:"
+        warn "cloud-init finished with recoverable errors:"
         cloud-init status --long >&2 || true
       else
         cloud-init status --long >&2 || true
@@ -50,15 +41,14 @@ fi
 # bionic's apt (1.6) has no DPkg::Lock::Timeout, so wait here until nobody holds the locks.
 # dpkg/apt take fcntl() locks, which `flock -n` cannot see: without fuser, look for processes
 # that have a lock file open in /proc instead (that is what fuser does).
-APT_LOCKS=(/var/lib/dpkg/lock-frontend /var/lib/dpkg/lock /var/lib/apt/lists/lock /var/cache/apt/archives/lock)
-
+# (APT_LOCKS: lib/common.sh)
 lock_holders() { # prints the PIDs that have any existing apt/dpkg lock file open, one per line
   local f existing=() expr=()
   for f in "${APT_LOCKS[@]}"; do
     if [[ -e $f ]]; then existing+=("$f"); expr+=(-o -lname "$f"); fi
   done
   ((${#existing[@]} > 0)) || return 0
-  if command -v fuser >/dev/null 2>&1; then
+  if have fuser; then
     { fuser "${existing[@]}" 2>/dev/null || true; } | tr -s ' ' '\n' | grep -E '^[0-9]+$' | sort -u || true
   else
     { find /proc/[0-9]*/fd -maxdepth 1 -type l \( "${expr[@]:1}" \) -printf '%h\n' 2>/dev/null || true; } \
@@ -82,7 +72,7 @@ while :; do
     ((free_checks >= 2)) && break
   else
     free_checks=0
-    if ((SECONDS >= deadline)); then
+    if ((SECONDS >= DEADLINE)); then
       if [[ -n $holders ]]; then
         log "processes holding apt/dpkg locks:"
         ps -o pid=,args= -p "$(paste -sd, - <<<"$holders")" >&2 || true
@@ -92,7 +82,7 @@ while :; do
     if ((waited == 0)); then log "apt/dpkg are busy (PIDs: $(paste -sd' ' - <<<"$holders")); waiting"; fi
     waited=1
   fi
-  if ((SECONDS >= deadline)) && ((free_checks > 0)); then break; fi
+  if ((SECONDS >= DEADLINE)) && ((free_checks > 0)); then break; fi
   sleep 2
 done
 

@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# lib/common.sh: shell functions shared by the node scripts (logging, input checks, idempotent writes, apt, kubectl).
+# components/steps.py prepends it to every step script, which runs as `bash -c '<lib + script>' <step-name>`.
+# By hand, from a copy of components/scripts/ on the node ($0 is the step name; STDIN stays free for kubeadm-join):
+#   sudo env KEY=VALUE ... bash -c "$(cat lib/common.sh os-prep.sh)" os-prep
+set -euo pipefail
+
+# Only definitions below: nothing here changes the node until a script calls it.
+
+# Every step runs under sudo: the C locale for parseable tool output, no debconf prompts from apt, and HOME=/root
+# because sudo on bionic keeps the caller's HOME (kubectl and gpg would write their caches there).
+export LC_ALL=C DEBIAN_FRONTEND=noninteractive HOME=/root
+
+# --- logging (stderr; stdout is kept for the one-line result of each step) ---------------------
+TAG=${0##*/}
+TAG="[${TAG%.sh}]" # $0 is the step name, e.g. [os-prep]
+log() { printf '%s %s\n' "$TAG" "$*" >&2; }
+warn() { printf '%s WARNING: %s\n' "$TAG" "$*" >&2; }
+die() { printf '%s ERROR: %s\n' "$TAG" "$*" >&2; exit 1; }
+have() { command -v "$1" >/dev/null 2>&1; }
+
+# --- inputs: every check records its problem; exit_on_problems reports them all (exit 2) -------
+PROBLEMS=()
+problem() { PROBLEMS+=("$*"); }
+exit_on_problems() {
+  ((${#PROBLEMS[@]} > 0)) || return 0
+  local p
+  for p in "${PROBLEMS[@]}"; do printf '%s invalid input: %s\n' "$TAG" "$p" >&2; done
+  exit 2
+}
+
+# check_input NAME PREDICATE EXPECTED: records "NAME='value': EXPECTED" unless PREDICATE accepts env NAME.
+check_input() {
+  local value=${!1-}
+  "$2" "$value" || problem "$1='$value': $3"
+}
+
+# seconds_input NAME MIN [DEFAULT]: env NAME (DEFAULT when unset or empty; required without one) must be a whole
+# number of seconds >= MIN; NAME is set to it without leading zeros, or a problem is recorded.
+seconds_input() {
+  local name=$1 min=$2 value expected='a whole number of seconds'
+  if (($# > 2)); then value=${!name:-$3}; else value=${!name-}; fi
+  if [[ $value =~ ^[0-9]{1,6}$ ]] && ((10#$value >= min)); then
+    printf -v "$name" '%d' "$((10#$value))"
+  else
+    ((min == 0)) || expected+=" >= $min"
+    problem "$name='$value': expected $expected"
+  fi
+}
+
+is_ipv4() {
+  [[ $1 =~ ^([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})$ ]] || return 1
+  local o
+  for o in "${BASH_REMATCH[@]:1}"; do ((10#$o <= 255)) || return 1; done
+}
+NODE_NAME_RE='^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$'
+is_node_name() { ((${#1} <= 253)) && [[ $1 =~ $NODE_NAME_RE ]]; } # a Kubernetes node name (lowercase DNS name)
+is_login_name() { [[ $1 =~ ^[a-z_][a-z0-9_-]{0,31}$ ]]; }
+is_http_url() { [[ $1 =~ ^https?://[^[:space:]]+$ ]]; }
+is_image_ref() { [[ $1 =~ ^[A-Za-z0-9][A-Za-z0-9._/:@-]*$ ]]; }
+
+# --- time ------------------------------------------------------------------------------------
+# remaining: seconds left before the script's DEADLINE (a $SECONDS value), at least 1: the bound for `timeout`.
+remaining() {
+  local left=$((DEADLINE - SECONDS))
+  ((left > 0)) || left=1
+  echo "$left"
+}
+is_timeout_exit() { (($1 == 124 || $1 == 137)); } # timeout(1): 124 ran out of time, 137 had to be killed
+
+# --- files -----------------------------------------------------------------------------------
+# make_work_dir: WORK is a temporary directory, removed when the script exits.
+make_work_dir() {
+  WORK=$(mktemp -d)
+  trap 'rm -rf "$WORK"' EXIT
+}
+
+ensure_dir() { [[ -d $1 ]] || install -d -m "$2" "$1"; } # ensure_dir DIR MODE: create DIR if it is missing
+
+LOG_DIR=/var/log/kubeadm-libvirt # full logs of kubeadm init/join/reset, readable by root only
+ensure_log_dir() { ensure_dir "$LOG_DIR" 700; }
+
+# put_file SRC DEST MODE [OWNER [GROUP]]: install SRC as DEST (owner root:root by default) only when the content
+# differs, so re-runs keep the mtime; otherwise only fixes mode and owner. Sets CHANGED=1 when written, else 0.
+CHANGED=0
+put_file() {
+  local src=$1 dest=$2 mode=$3 owner=${4:-root} group=${5:-root}
+  CHANGED=0
+  if [[ -f $dest ]] && cmp -s "$src" "$dest"; then
+    [[ $(stat -c %a "$dest") == "$mode" ]] || chmod "$mode" "$dest"
+    [[ $(stat -c %U:%G "$dest") == "$owner:$group" ]] || chown "$owner:$group" "$dest"
+    return 0
+  fi
+  install -D -m "$mode" -o "$owner" -g "$group" "$src" "$dest"
+  CHANGED=1
+  log "wrote $dest"
+}
+
+# --- services --------------------------------------------------------------------------------
+ensure_enabled() { # ensure_enabled UNIT: enable UNIT at boot unless it already is
+  if [[ $(systemctl is-enabled "$1" 2>/dev/null || true) != enabled ]]; then
+    systemctl enable "$1" >&2
+  fi
+}
+
+# --- apt -------------------------------------------------------------------------------------
+# apt_lock_timeout_input: checks APT_LOCK_TIMEOUT_SECONDS (optional, default 300); call it with the other inputs.
+apt_lock_timeout_input() { seconds_input APT_LOCK_TIMEOUT_SECONDS 0 300; }
+
+APT_LOCKS=(/var/lib/dpkg/lock-frontend /var/lib/dpkg/lock /var/lib/apt/lists/lock /var/cache/apt/archives/lock)
+# wait_for_apt_locks: bionic's apt has no lock timeout: wait until no process holds a dpkg/apt lock, at most
+# APT_LOCK_TIMEOUT_SECONDS.
+wait_for_apt_locks() {
+  apt_lock_timeout_input
+  exit_on_problems
+  local give_up=$((SECONDS + APT_LOCK_TIMEOUT_SECONDS)) f busy
+  while :; do
+    busy=''
+    for f in "${APT_LOCKS[@]}"; do
+      if [[ -e $f ]] && [[ -n $(find /proc/[0-9]*/fd -maxdepth 1 -type l -lname "$f" -print -quit 2>/dev/null || true) ]]; then
+        busy=$f
+        break
+      fi
+    done
+    [[ -z $busy ]] && return 0
+    ((SECONDS < give_up)) || die "$busy is still held by another process after ${APT_LOCK_TIMEOUT_SECONDS}s (APT_LOCK_TIMEOUT_SECONDS)"
+    log "waiting for $busy to be released"
+    sleep 3
+  done
+}
+
+# apt_update: apt-get update at most once per run, and again only after put_apt_file changed a source or key.
+LISTS_FRESH=0
+apt_update() {
+  ((LISTS_FRESH)) && return 0
+  wait_for_apt_locks
+  log "apt-get update"
+  apt-get -qq update >&2
+  LISTS_FRESH=1
+}
+apt_install() { # apt_install PKG[=VERSION]...: keeps changed conffiles; may downgrade and replace held packages
+  apt_update
+  wait_for_apt_locks
+  log "apt-get install $*"
+  apt-get install -y -qq --no-install-recommends --allow-downgrades --allow-change-held-packages \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@" >&2
+}
+
+put_apt_file() { # put_apt_file SRC DEST: put_file for apt sources and keyrings (the next apt_update runs again)
+  put_file "$1" "$2" 644
+  if ((CHANGED)); then LISTS_FRESH=0; fi
+}
+
+# install_apt_key URL KEYRING: fetch a repository's armored OpenPGP key into KEYRING (binary, for signed-by=),
+# installing curl, gnupg and ca-certificates first when missing. Needs make_work_dir.
+install_apt_key() {
+  local url=$1 keyring=$2 prereqs=()
+  have curl || prereqs+=(curl)
+  have gpg || prereqs+=(gnupg)
+  [[ -s /etc/ssl/certs/ca-certificates.crt ]] || prereqs+=(ca-certificates)
+  if ((${#prereqs[@]} > 0)); then apt_install "${prereqs[@]}"; fi
+
+  log "fetching $url"
+  curl -fsSL --connect-timeout 15 --max-time 60 --retry 3 --retry-delay 2 "$url" -o "$WORK/apt-key.asc" ||
+    die "could not download the repository key from $url"
+  install -d -m 700 "$WORK/gnupg"
+  gpg --batch --yes --homedir "$WORK/gnupg" --dearmor -o "$WORK/apt-key.gpg" "$WORK/apt-key.asc" ||
+    die "$url is not an OpenPGP public key"
+  ensure_dir /etc/apt/keyrings 755 # absent before Debian 12 / Ubuntu 22.04
+  put_apt_file "$WORK/apt-key.gpg" "$keyring"
+}
+
+is_installed() { [[ $(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true) == installed ]]; }
+installed_version() { # installed_version PKG: its installed version, or nothing
+  if is_installed "$1"; then dpkg-query -W -f='${Version}' "$1"; fi
+}
+upstream_of() { # 5:24.0.2-1~ubuntu.18.04~bionic -> 24.0.2, 1.34.3-1.1 -> 1.34.3 (drop epoch and Debian revision)
+  local v=$1
+  [[ $v == *:* ]] && v=${v#*:}
+  printf '%s' "${v%-*}"
+}
+available_versions() { # available_versions PKG: the versions in the apt lists, newest first, one per line
+  apt-cache madison "$1" 2>/dev/null | awk -F'|' '{ gsub(/[[:space:]]/, "", $2); print $2 }'
+}
+ensure_held() { # ensure_held PKG...: apt-mark hold the packages that are not held yet
+  local held p
+  held=$(apt-mark showhold)
+  for p in "$@"; do
+    if ! grep -qxF "$p" <<<"$held"; then
+      log "apt-mark hold $p"
+      apt-mark hold "$p" >/dev/null
+    fi
+  done
+}
+
+# --- kubectl on the control plane ------------------------------------------------------------
+ADMIN_CONF=/etc/kubernetes/admin.conf
+kc() { kubectl --kubeconfig "$ADMIN_CONF" "$@"; }
+need_admin_conf() { # die unless kubectl and the cluster admin kubeconfig are there (kubeadm-init ran)
+  have kubectl || die "kubectl is not installed"
+  [[ -f $ADMIN_CONF ]] || die "$ADMIN_CONF does not exist: run kubeadm-init first"
+}

@@ -1,0 +1,110 @@
+"""Change without surprises: comparing the mock-rendered inputs of two configurations, the resources that
+differ are exactly the ones the change is about."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from components import steps
+from components.mockrun import StackRun, run_program
+
+MASTER = {"name": "kubernetes-master", "role": "control-plane", "ip": "192.168.141.130"}
+SLAVE1 = {"name": "kubernetes-slave1", "role": "worker", "ip": "192.168.141.131"}
+SLAVE2 = {"name": "kubernetes-slave2", "role": "worker", "ip": "192.168.141.132"}
+SLAVE3 = {"name": "kubernetes-slave3", "role": "worker", "ip": "192.168.141.133"}
+NODE_STEPS = ("wait-for-boot", "cluster-hosts", "os-prep", "container-runtime", "kube-packages")
+
+
+def inputs_by_name(run: StackRun) -> dict[str, str]:
+    return {r.name: json.dumps(r.inputs, sort_keys=True) for r in run.registrations}
+
+
+def compare(before: StackRun, after: StackRun) -> tuple[set[str], set[str], set[str]]:
+    """(added, removed, changed) resource names."""
+    old, new = inputs_by_name(before), inputs_by_name(after)
+    changed = {name for name in old.keys() & new.keys() if old[name] != new[name]}
+    return new.keys() - old.keys(), old.keys() - new.keys(), changed
+
+
+def worker_resources(worker: str) -> set[str]:
+    """Everything one worker brings: its VM, its own steps, and its two steps on the control plane."""
+    vm = {worker, f"{worker}-host-key", f"{worker}-disk", f"{worker}-cloudinit", f"{worker}-domain"}
+    own = {f"{worker}-{step}" for step in (*NODE_STEPS, "kubeadm-join")}
+    on_control_plane = {f"kubernetes-master-{worker}-join-command", f"kubernetes-master-{worker}-membership"}
+    return vm | own | on_control_plane
+
+
+# Cluster-wide checks list every node, and every node's /etc/hosts block lists every node: these re-run.
+def cluster_wide(existing: list[dict]) -> set[str]:
+    return {f"{node['name']}-cluster-hosts" for node in existing} | {
+        "kubernetes-master-cluster-ready", "kubernetes-master-smoke-test"
+    }  # fmt: skip
+
+
+def test_adding_a_worker_runs_only_its_steps_and_a_fresh_token() -> None:
+    before = run_program("dev", overrides={"nodes": [MASTER, SLAVE1, SLAVE2]})
+    after = run_program("dev", overrides={"nodes": [MASTER, SLAVE1, SLAVE2, SLAVE3]})
+    added, removed, changed = compare(before, after)
+    assert added == worker_resources("kubernetes-slave3")
+    assert removed == set()
+    assert changed == cluster_wide([MASTER, SLAVE1, SLAVE2])
+    token = after.named("kubernetes-master-kubernetes-slave3-join-command")
+    assert token.input("create").startswith("sudo kubeadm token create --print-join-command --ttl")
+
+
+def test_removing_a_worker_drains_deletes_and_resets_only_it() -> None:
+    before = run_program("dev", overrides={"nodes": [MASTER, SLAVE1, SLAVE2]})
+    after = run_program("dev", overrides={"nodes": [MASTER, SLAVE1]})
+    added, removed, changed = compare(before, after)
+    assert added == set()
+    assert removed == worker_resources("kubernetes-slave2")
+    assert changed == cluster_wide([MASTER, SLAVE1])
+    # What the removal runs: the drain through the control plane, and the reset on the worker (skipped by the
+    # engine when the worker's VM is deleted in the same run, since deleted_with names it).
+    membership = before.named("kubernetes-master-kubernetes-slave2-membership")
+    assert "drain-node" in membership.input("delete") and "kubernetes-slave2" in membership.input("delete")
+    join = before.named("kubernetes-slave2-kubeadm-join")
+    assert "reset-node" in join.input("delete") and join.deleted_with.endswith("::kubernetes-slave2-domain")
+
+
+@pytest.fixture
+def edited_scripts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of components/scripts the test may edit, used by the program in place of the real one."""
+    copy = tmp_path / "scripts"
+    shutil.copytree(steps.SCRIPT_DIR, copy)
+    monkeypatch.setattr(steps, "SCRIPT_DIR", copy)
+    steps.script_text.cache_clear()
+    yield copy
+    steps.script_text.cache_clear()
+
+
+def test_changing_a_script_reruns_only_the_steps_that_use_it(edited_scripts: Path) -> None:
+    before = run_program("dev")
+    script = edited_scripts / "os-prep.sh"
+    script.write_text(script.read_text() + "\n# an edit\n")
+    steps.script_text.cache_clear()
+    after = run_program("dev")
+    added, removed, changed = compare(before, after)
+    assert (added, removed) == (set(), set())
+    assert changed == {f"{node}-os-prep" for node in ("kubernetes-master", "kubernetes-slave1", "kubernetes-slave2")}
+    # An edit is an update (create runs again on the same VM), not a replacement: triggers are unchanged.
+    assert {after.named(name).input("triggers") == before.named(name).input("triggers") for name in changed} == {True}
+
+
+def test_changing_the_shared_library_reruns_every_script_step(edited_scripts: Path) -> None:
+    before = run_program("dev")
+    library = edited_scripts / "lib" / "common.sh"
+    library.write_text(library.read_text() + "\n# an edit\n")
+    steps.script_text.cache_clear()
+    _, _, changed = compare(before, run_program("dev"))
+    scripted = {r.name for r in before.of_type("command:remote:Command") if "bash -c" in r.input("create")}
+    assert changed == scripted
+
+
+def test_changing_the_pod_subnet_touches_the_control_plane_steps_only() -> None:
+    _, _, changed = compare(run_program("dev"), run_program("dev", overrides={"podSubnet": "10.200.0.0/16"}))
+    assert changed == {"kubernetes-master-kubeadm-init", "kubernetes-master-calico"}
