@@ -5,6 +5,7 @@ from __future__ import annotations
 import yaml
 
 from components.config import ClusterConfig
+from components.versions import CALICO_REGISTRY
 
 
 def render_calico_installation(config: ClusterConfig) -> str:
@@ -13,6 +14,7 @@ def render_calico_installation(config: ClusterConfig) -> str:
         "kind": "Installation",
         "metadata": {"name": "default"},
         "spec": {
+            "registry": CALICO_REGISTRY,
             "calicoNetwork": {
                 "ipPools": [
                     {

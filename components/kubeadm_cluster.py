@@ -2,7 +2,8 @@
 
 Per node:       wait-for-boot -> os-prep -> container-runtime -> kube-packages;  wait-for-boot -> cluster-hosts
 Control plane:  kube-packages -> kubeadm-init -> {kubeconfig, calico, join-command per worker}
-Worker:         kube-packages + its join-command -> kubeadm-join -> membership (node Ready; drain/delete on removal)
+Worker:         kube-packages -> prepull-images (while the control plane inits);
+                prepull-images + its join-command -> kubeadm-join -> membership (node Ready; drain/delete on removal)
 Cluster:        calico + every membership + every cluster-hosts -> cluster-ready -> smoke-test
 
 Nodes run their stages in parallel; a step waits only for what it consumes. Every step's `triggers` holds the
@@ -156,11 +157,15 @@ class KubeadmCluster(pulumi.ComponentResource):
         join_command = self._step(
             control_plane, f"{spec.name}-join-command", steps.WORKER_JOIN_COMMAND, [init], triggers, secret_stdout=True
         )
+        # Off the critical path: the worker pulls its images while the control plane runs kubeadm init.
+        prepull = self._step(
+            worker, "prepull-images", steps.prepull_images(self._args.config), [packages], [worker.domain_id]
+        )
         join = self._step(
             worker,
             "kubeadm-join",
             steps.kubeadm_join(spec),
-            [packages, join_command],
+            [prepull, join_command],
             # A new control plane is a new cluster: the worker is reset and joins again.
             triggers,
             stdin=pulumi.Output.secret(join_command.stdout),

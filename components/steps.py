@@ -16,7 +16,7 @@ from components.calico import calico_manifest_urls, render_calico_installation
 from components.config import ClusterConfig, NodeSpec
 from components.kubeadm_config import render_kubeadm_config
 from components.runtime_files import containerd_registry_hosts, render_docker_daemon_json
-from components.versions import PAUSE_TAGS, kubernetes_apt_repository
+from components.versions import PAUSE_TAGS, calico_node_images, kubernetes_apt_repository
 
 SCRIPT_DIR = Path(__file__).resolve().parent / "scripts"
 
@@ -27,6 +27,7 @@ CALICO_TIMEOUT = 900
 JOIN_TIMEOUT = 600
 READY_TIMEOUT = 900
 SMOKE_TIMEOUT = 300
+PULL_TIMEOUT = 900
 DRAIN_TIMEOUT = 120
 SMOKE_IMAGE = "docker.io/library/nginx:1.27-alpine"
 
@@ -114,6 +115,17 @@ def kube_packages(config: ClusterConfig, node: NodeSpec) -> str:
             "KUBERNETES_APT_REPO": kubernetes_apt_repository(kubernetes.kubernetes_apt_mirror, kubernetes.minor),
             "KUBERNETES_VERSION": kubernetes.version,
             "NODE_IP": str(node.ip),
+        },
+    )
+
+
+def prepull_images(config: ClusterConfig) -> str:
+    return invocation(
+        "prepull-images.sh",
+        {
+            "IMAGE_REPOSITORY": config.kubernetes.image_repository,
+            "EXTRA_IMAGES": " ".join(calico_node_images(config.kubernetes.calico_version)),
+            "PULL_TIMEOUT_SECONDS": str(PULL_TIMEOUT),
         },
     )
 

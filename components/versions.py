@@ -23,6 +23,11 @@ CALICO_KUBERNETES_MINORS: dict[str, tuple[int, int]] = {
     "3.33": (35, 37),
 }
 
+# Calico's images come from one registry set explicitly in the Installation, so workers can prepull exactly
+# those; quay.io has no Docker Hub pull limits. The images every node runs (DaemonSets):
+CALICO_REGISTRY = "quay.io/"
+CALICO_NODE_IMAGES = ("node", "cni", "pod2daemon-flexvol", "csi", "node-driver-registrar")
+
 # Where packages and images come from. `china` is the tutorial's Aliyun setup, made current
 # (kubernetes-new replaces the frozen kubernetes-xenial copy). Explicit keys override a profile entry.
 MIRRORS: dict[str, dict[str, str]] = {
@@ -71,3 +76,7 @@ def calico_fix(kubernetes_minor: int) -> str:
 def kubernetes_apt_repository(mirror_base: str, minor: str) -> str:
     """pkgs.k8s.io has one repository per minor: <base>/v1.34/deb/."""
     return f"{mirror_base}/v{minor}/deb/"
+
+
+def calico_node_images(calico_version: str) -> tuple[str, ...]:
+    return tuple(f"{CALICO_REGISTRY}calico/{image}:v{calico_version}" for image in CALICO_NODE_IMAGES)

@@ -33,7 +33,7 @@ def test_one_command_per_step(dev_run: StackRun) -> None:
     expected = {f"{node}-{step}" for node in (MASTER, SLAVE1, SLAVE2) for step in (*NODE_STEPS, "cluster-hosts")}
     expected |= {f"{MASTER}-{step}" for step in ("kubeadm-init", "kubeconfig", "calico", "kubeadm-join-command", "cluster-ready", "smoke-test")}
     expected |= {f"{MASTER}-{w}-{step}" for w in (SLAVE1, SLAVE2) for step in ("join-command", "membership")}
-    expected |= {f"{w}-kubeadm-join" for w in (SLAVE1, SLAVE2)}
+    expected |= {f"{w}-{step}" for w in (SLAVE1, SLAVE2) for step in ("prepull-images", "kubeadm-join")}
     assert names == expected
     cluster = dev_run.named("kubeadm")
     assert cluster.type == "kubeadm-libvirt:index:KubeadmCluster"
@@ -50,7 +50,8 @@ def test_steps_run_in_the_tutorials_order(dev_run: StackRun) -> None:
     for step in ("kubeconfig", "calico", "kubeadm-join-command"):
         assert depends_on(dev_run, f"{MASTER}-{step}") == {f"{MASTER}-kubeadm-init"}
     for worker in (SLAVE1, SLAVE2):
-        assert depends_on(dev_run, f"{worker}-kubeadm-join") == {f"{worker}-kube-packages", f"{MASTER}-{worker}-join-command"}
+        assert depends_on(dev_run, f"{worker}-prepull-images") == {f"{worker}-kube-packages"}
+        assert depends_on(dev_run, f"{worker}-kubeadm-join") == {f"{worker}-prepull-images", f"{MASTER}-{worker}-join-command"}
         assert depends_on(dev_run, f"{MASTER}-{worker}-membership") == {f"{worker}-kubeadm-join"}
     assert depends_on(dev_run, f"{MASTER}-cluster-ready") == {
         f"{MASTER}-calico", f"{MASTER}-{SLAVE1}-membership", f"{MASTER}-{SLAVE2}-membership",
@@ -194,6 +195,11 @@ def test_calico_pool_is_the_pod_subnet(dev_run: StackRun) -> None:
     assert installation["spec"]["calicoNetwork"]["nodeAddressAutodetectionV4"] == {"cidrs": ["192.168.141.0/24"]}
     assert env["CALICO_OPERATOR_URL"].endswith("/v3.31.6/manifests/tigera-operator.yaml")
     assert api_server["kind"] == "APIServer"
+    # Workers prepull exactly the images the operator will run, from the registry the Installation names.
+    ((_, prepull, _),) = split_invocation(dev_run.named(f"{SLAVE1}-prepull-images").input("create"))
+    registry = installation["spec"]["registry"]
+    assert registry == "quay.io/" and prepull["EXTRA_IMAGES"].split()[0] == f"{registry}calico/node:v3.31.6"
+    assert prepull["IMAGE_REPOSITORY"] == "registry.k8s.io"
 
 
 def test_options_flow_into_the_steps() -> None:

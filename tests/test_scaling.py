@@ -33,7 +33,7 @@ def compare(before: StackRun, after: StackRun) -> tuple[set[str], set[str], set[
 def worker_resources(worker: str) -> set[str]:
     """Everything one worker brings: its VM, its own steps, and its two steps on the control plane."""
     vm = {worker, f"{worker}-host-key", f"{worker}-disk", f"{worker}-cloudinit", f"{worker}-domain"}
-    own = {f"{worker}-{step}" for step in (*NODE_STEPS, "kubeadm-join")}
+    own = {f"{worker}-{step}" for step in (*NODE_STEPS, "prepull-images", "kubeadm-join")}
     on_control_plane = {f"kubernetes-master-{worker}-join-command", f"kubernetes-master-{worker}-membership"}
     return vm | own | on_control_plane
 
