@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import runpy
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,19 +124,27 @@ def _fake_public_key(seed: str) -> str:
     return "ssh-ed25519 " + base64.b64encode(blob).decode() + "\n"
 
 
+# (private key, public key) in OpenSSH formats for a tls PrivateKey of the given resource name.
+KeyFactory = Callable[[str], tuple[str, str]]
+
+
+def fake_key_pair(name: str) -> tuple[str, str]:
+    """Deterministic stand-ins (the default): golden files stay stable; no VM ever sees these."""
+    private = "-----BEGIN OPENSSH PRIVATE KEY-----\nmock-" + name + "\n-----END OPENSSH PRIVATE KEY-----\n"
+    return private, _fake_public_key(name)
+
+
 class ProgramMocks(pulumi.runtime.Mocks):
     """Echo inputs back as outputs, with deterministic ids and plausible computed outputs."""
 
-    def __init__(self, command_stdout: Mapping[str, str] | None = None) -> None:
+    def __init__(self, command_stdout: Mapping[str, str] | None = None, key_factory: KeyFactory = fake_key_pair) -> None:
         self.command_stdout = dict(command_stdout or {})
+        self.key_factory = key_factory
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
         outputs = dict(args.inputs)
         if args.typ == "tls:index/privateKey:PrivateKey":
-            outputs["public_key_openssh"] = _fake_public_key(args.name)
-            outputs["private_key_openssh"] = (
-                "-----BEGIN OPENSSH PRIVATE KEY-----\nmock-" + args.name + "\n-----END OPENSSH PRIVATE KEY-----\n"
-            )
+            outputs["private_key_openssh"], outputs["public_key_openssh"] = self.key_factory(args.name)
         if args.typ == "command:remote:Command":
             outputs["stdout"] = self._stdout_for(args.name)
             outputs["stderr"] = ""
@@ -207,6 +215,7 @@ def run_program(
     secret_keys: Iterable[str] = (),
     preview: bool = False,
     command_stdout: Mapping[str, str] | None = None,
+    key_factory: KeyFactory = fake_key_pair,
 ) -> StackRun:
     """Run __main__.py with the merged config of `stack` (plus overrides) under mocks; return what it did.
 
@@ -217,7 +226,7 @@ def run_program(
     config = merged_config(stack, overrides)
     secrets = [key if ":" in key else f"{project}:{key}" for key in secret_keys]
     pulumi.runtime.set_all_config(config, secret_keys=secrets)
-    mocks = ProgramMocks(DEFAULT_COMMAND_STDOUT if command_stdout is None else command_stdout)
+    mocks = ProgramMocks(DEFAULT_COMMAND_STDOUT if command_stdout is None else command_stdout, key_factory)
     monitor = RecordingMonitor(mocks)
     set_root_resource(None)  # a fresh root stack per run, so runs in one process do not share state
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=preview, monitor=monitor)

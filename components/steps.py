@@ -52,10 +52,13 @@ def script_text(name: str) -> str:
 
 
 def invocation(script: str, env: Mapping[str, str]) -> str:
+    return command_line(script.removesuffix(".sh"), env, script_text(script))
+
+
+def command_line(step: str, env: Mapping[str, str], text: str) -> str:
     """`sudo env K=V ... bash -c '<library + script>' <step>`: every value quoted; $0 names the step."""
     assignments = "".join(f"{key}={shlex.quote(value)} " for key, value in env.items())
-    step = script.removesuffix(".sh")
-    return f"sudo env {assignments}bash -c {shlex.quote(script_text(script))} {step}"
+    return f"sudo env {assignments}bash -c {shlex.quote(text)} {step}"
 
 
 def cluster_hosts(config: ClusterConfig) -> str:
