@@ -6,6 +6,7 @@ renderer run for real. Used by the tests, the offline plan (`python -m component
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import runpy
 from collections.abc import Callable, Iterable, Mapping
@@ -117,8 +118,6 @@ class StackRun:
 
 def _fake_public_key(seed: str) -> str:
     # A well-formed ed25519 public key line: 4-byte length + "ssh-ed25519" + 4-byte length + 32 key bytes.
-    import base64
-
     body = hashlib.sha256(seed.encode()).digest()
     blob = len(b"ssh-ed25519").to_bytes(4, "big") + b"ssh-ed25519" + (32).to_bytes(4, "big") + body
     return "ssh-ed25519 " + base64.b64encode(blob).decode() + "\n"

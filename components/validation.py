@@ -40,6 +40,7 @@ NETWORK_KEYS = frozenset({"name", "cidr", "gateway", "nameservers"})
 # A Kubernetes node name and a Linux hostname at once: one lowercase RFC 1123 label.
 HOSTNAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+POOL_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 SSH_PUBLIC_KEY_TYPES = frozenset(
     {
         "ssh-ed25519",
@@ -112,7 +113,7 @@ def parse_cluster_config(raw: RawConfig) -> ClusterConfig:
     )
     ssh = _parse_ssh(raw, scalars, problems)
     image_url = scalars.string("imageUrl", pattern=re.compile(r"^(https?://|/)\S+$"), fix="an http(s) URL or an absolute path")
-    storage_pool = scalars.string("storagePool", pattern=HOSTNAME_LIKE, fix="the name of a libvirt storage pool")
+    storage_pool = scalars.string("storagePool", pattern=POOL_NAME, fix="the name of a libvirt storage pool")
     kubernetes = _parse_kubernetes(scalars, problems, network, nodes, image_url)
     protect = scalars.boolean("protectControlPlane", required=False)
 
@@ -128,8 +129,6 @@ def parse_cluster_config(raw: RawConfig) -> ClusterConfig:
         protect_control_plane=bool(protect),
     )
 
-
-HOSTNAME_LIKE = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
 
 class _Scalars:

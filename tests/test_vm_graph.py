@@ -7,7 +7,7 @@ from collections import Counter
 
 import yaml
 
-from components.mockrun import StackRun, redact, run_program
+from components.mockrun import StackRun, fake_key_pair, redact, run_program
 
 NODE_NAMES = ["kubernetes-master", "kubernetes-slave1", "kubernetes-slave2"]
 VM_TYPES = ("libvirt:index/volume:Volume", "libvirt:index/cloudInitDisk:CloudInitDisk", "libvirt:index/domain:Domain")
@@ -60,7 +60,7 @@ def test_node_disks_are_copy_on_write_children_of_one_base_image(dev_run: StackR
 
 
 def test_each_vm_gets_its_own_cloud_init(dev_run: StackRun) -> None:
-    public_key = dev_run.named("kubeadm-libvirt-ssh-key")  # the generated pair
+    generated_key = fake_key_pair("kubeadm-libvirt-ssh-key")[1].strip()  # what the mocked tls provider returned
     ips = {"kubernetes-master": "192.168.141.130", "kubernetes-slave1": "192.168.141.131", "kubernetes-slave2": "192.168.141.132"}
     for node, ip in ips.items():
         disk = dev_run.named(f"{node}-cloudinit")
@@ -69,7 +69,7 @@ def test_each_vm_gets_its_own_cloud_init(dev_run: StackRun) -> None:
         assert user_data["hostname"] == node and user_data["ssh_pwauth"] is False
         (user,) = user_data["users"]
         assert user["name"] == "ubuntu" and user["sudo"] == "ALL=(ALL) NOPASSWD:ALL" and user["lock_passwd"] is True
-        assert user["ssh_authorized_keys"][0].startswith("ssh-ed25519 ") and public_key.custom
+        assert user["ssh_authorized_keys"] == [generated_key]
         meta = yaml.safe_load(disk.input("metaData"))
         assert meta["local-hostname"] == node and meta["instance-id"].startswith(f"{node}-")
         (nic,) = yaml.safe_load(disk.input("networkConfig"))["ethernets"].values()
