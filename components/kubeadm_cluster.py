@@ -89,7 +89,7 @@ class KubeadmCluster(pulumi.ComponentResource):
             }
         )
 
-    def _connection(self, node: Node, dial_error_limit: int = BOOT_DIAL_ERROR_LIMIT) -> remote.ConnectionArgs:
+    def _connection(self, node: Node) -> remote.ConnectionArgs:
         return remote.ConnectionArgs(
             host=node.ip,
             user=self._args.config.ssh.user,
@@ -97,7 +97,7 @@ class KubeadmCluster(pulumi.ComponentResource):
             # Pinned: the key the stack generated for this node and installed through cloud-init. A host that
             # presents another key fails the step with a host key mismatch instead of receiving commands.
             host_key=node.host_public_key,
-            dial_error_limit=dial_error_limit,
+            dial_error_limit=BOOT_DIAL_ERROR_LIMIT,
             per_dial_timeout=PER_DIAL_TIMEOUT_SECONDS,
         )
 
