@@ -26,15 +26,16 @@ sys.path.insert(0, str(ROOT))
 from components.mockrun import run_program  # noqa: E402
 from components.templates import dump  # noqa: E402
 from tests.realvm.image import ensure_guest_image  # noqa: E402
+from tests.realvm.keys import RealKeyFactory  # noqa: E402
 from tests.realvm.qemu import NodeBoot, boot_nodes  # noqa: E402
 
 NODE = "kubernetes-master"
 IP = "192.168.141.130"
 
 
-def seeds(public_key: str) -> dict[str, dict[str, str]]:
-    run = run_program("dev", overrides={"sshPublicKey": public_key, "sshPrivateKey": "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n"},
-                      secret_keys=["sshPrivateKey"])  # fmt: skip
+def seeds(public_key: str, private_key: str, key_directory: Path) -> dict[str, dict[str, str]]:
+    run = run_program("dev", overrides={"sshPublicKey": public_key, "sshPrivateKey": private_key},
+                      secret_keys=["sshPrivateKey"], key_factory=RealKeyFactory(key_directory))  # fmt: skip
     disk = run.named(f"{NODE}-cloudinit")
     stack = {"user-data": disk.input("userData"), "meta-data": disk.input("metaData"), "network-config": disk.input("networkConfig")}
     minimal_user_data = {"users": [{"name": "ubuntu", "sudo": "ALL=(ALL) NOPASSWD:ALL", "ssh_authorized_keys": [public_key]}]}
@@ -62,7 +63,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         key = Path(tmp) / "id"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-        variants = seeds(key.with_suffix(".pub").read_text().strip())
+        host_keys = Path(tmp) / "host-keys"
+        host_keys.mkdir()
+        variants = seeds(key.with_suffix(".pub").read_text().strip(), key.read_text(), host_keys)
         mac = run_program("dev").named(f"{NODE}-domain").input("networkInterfaces")[0]["mac"]
         results: dict[str, list[tuple[float, float]]] = {"stack": [], "minimal": []}
         for round_number in range(1, args.rounds + 1):

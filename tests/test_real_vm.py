@@ -30,6 +30,7 @@ from components.plan import split_invocation
 from components.project_files import PROJECT_ROOT
 from components.steps import command_line
 from tests.realvm import GuestImage, NodeBoot, RunningNode, boot_nodes, ensure_guest_image
+from tests.realvm.keys import RealKeyFactory
 
 pytestmark = pytest.mark.realvm
 
@@ -57,24 +58,9 @@ def _require_qemu() -> None:
         pytest.skip(MISSING_REASON)
 
 
-class RealKeys:
-    """A key factory for the mocks that makes real ed25519 pairs, so the guest can use the host keys."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.public: dict[str, str] = {}
-
-    def __call__(self, name: str) -> tuple[str, str]:
-        path = self.directory / name
-        if not path.exists():
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(path)], check=True)
-        self.public[name] = path.with_suffix(".pub").read_text().strip()
-        return path.read_text(), self.public[name] + "\n"
-
-
 @pytest.fixture(scope="module")
-def stack(key_pair, tmp_path_factory: pytest.TempPathFactory) -> tuple[StackRun, RealKeys]:
-    keys = RealKeys(tmp_path_factory.mktemp("host-keys"))
+def stack(key_pair, tmp_path_factory: pytest.TempPathFactory) -> tuple[StackRun, RealKeyFactory]:
+    keys = RealKeyFactory(tmp_path_factory.mktemp("host-keys"))
     run = run_program(
         "dev",
         overrides={"sshPublicKey": key_pair.public_key, "sshPrivateKey": key_pair.private_key},
