@@ -7,13 +7,8 @@ set -euo pipefail
 NAMESPACES=(kube-system calico-system)
 
 # --- inputs (all checked before anything else; exit 2 when invalid) ---------------------------
-read -r -a expected_nodes <<<"${EXPECTED_NODES-}"
-if ((${#expected_nodes[@]} == 0)); then
-  problem "EXPECTED_NODES is empty: expected space-separated node names such as 'k8s-cp1 k8s-w1 k8s-w2'"
-fi
-for n in "${expected_nodes[@]}"; do
-  is_node_name "$n" || problem "EXPECTED_NODES: '$n' is not a valid node name (lowercase DNS name)"
-done
+expected_nodes=()
+list_input expected_nodes EXPECTED_NODES is_node_name "a valid node name (lowercase DNS name)" 1
 seconds_input READY_TIMEOUT_SECONDS 1
 exit_on_problems
 DEADLINE=$((SECONDS + READY_TIMEOUT_SECONDS))

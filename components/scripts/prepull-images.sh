@@ -6,10 +6,8 @@ set -euo pipefail
 
 is_repository() { [[ $1 =~ ^[a-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)*$ ]]; }
 check_input IMAGE_REPOSITORY is_repository "expected an image repository such as registry.k8s.io"
-read -r -a extra_images <<<"${EXTRA_IMAGES-}"
-for image in "${extra_images[@]}"; do
-  is_image_ref "$image" || problem "EXTRA_IMAGES: '$image' is not an image reference"
-done
+extra_images=()
+list_input extra_images EXTRA_IMAGES is_image_ref "an image reference" 0
 seconds_input PULL_TIMEOUT_SECONDS 1
 exit_on_problems
 DEADLINE=$((SECONDS + PULL_TIMEOUT_SECONDS))

@@ -8,11 +8,8 @@ NS=kubeadm-libvirt-smoke
 
 # --- inputs (all checked before anything changes; exit 2 when invalid) ------------------------
 check_input SMOKE_IMAGE is_image_ref "expected an image reference such as nginx:1.27 or a mirror of it"
-read -r -a node_ips <<<"${NODE_IPS-}"
-((${#node_ips[@]} > 0)) || problem "NODE_IPS is empty: expected space-separated node IPv4 addresses"
-for ip in "${node_ips[@]}"; do
-  is_ipv4 "$ip" || problem "NODE_IPS: '$ip' is not an IPv4 address"
-done
+node_ips=()
+list_input node_ips NODE_IPS is_ipv4 "an IPv4 address" 1
 seconds_input SMOKE_TIMEOUT_SECONDS 1
 exit_on_problems
 image=$SMOKE_IMAGE

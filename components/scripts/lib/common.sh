@@ -35,6 +35,18 @@ check_input() {
   "$2" "$value" || problem "$1='$value': $3"
 }
 
+# list_input ARRAY NAME PREDICATE WHAT MIN: env NAME split on blanks into ARRAY; records a problem for fewer than MIN
+# items and for every item PREDICATE refuses ("NAME: 'item' is not WHAT").
+list_input() {
+  local -n list=$1
+  local name=$2 predicate=$3 what=$4 min=$5 item
+  read -r -a list <<<"${!name-}"
+  ((${#list[@]} >= min)) || problem "$name has ${#list[@]} items: expected at least $min, space-separated, each $what"
+  for item in "${list[@]}"; do
+    "$predicate" "$item" || problem "$name: '$item' is not $what"
+  done
+}
+
 # seconds_input NAME MIN [DEFAULT]: env NAME (DEFAULT when unset or empty; required without one) must be a whole
 # number of seconds >= MIN; NAME is set to it without leading zeros, or a problem is recorded.
 seconds_input() {
