@@ -36,8 +36,7 @@ IP = "192.168.141.130"
 def seeds(public_key: str, private_key: str, key_directory: Path) -> dict[str, dict[str, str]]:
     run = run_program("dev", overrides={"sshPublicKey": public_key, "sshPrivateKey": private_key},
                       secret_keys=["sshPrivateKey"], key_factory=RealKeyFactory(key_directory))  # fmt: skip
-    disk = run.named(f"{NODE}-cloudinit")
-    stack = {"user-data": disk.input("userData"), "meta-data": disk.input("metaData"), "network-config": disk.input("networkConfig")}
+    stack = run.seed_files(NODE)
     minimal_user_data = {"users": [{"name": "ubuntu", "sudo": "ALL=(ALL) NOPASSWD:ALL", "ssh_authorized_keys": [public_key]}]}
     minimal = {
         "user-data": "#cloud-config\n" + dump(minimal_user_data),

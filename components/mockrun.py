@@ -90,6 +90,10 @@ class Registration:
         return frozenset(urns)
 
 
+# NoCloud file name -> the CloudInitDisk input that carries it.
+SEED_FILE_INPUTS = {"user-data": "userData", "meta-data": "metaData", "network-config": "networkConfig"}
+
+
 @dataclass(frozen=True)
 class StackOutput:
     value: Any
@@ -114,6 +118,11 @@ class StackRun:
 
     def by_urn(self) -> dict[str, Registration]:
         return {r.urn: r for r in self.registrations}
+
+    def seed_files(self, node: str) -> dict[str, str]:
+        """The files of a node's cidata disk, by their NoCloud names, secrets revealed."""
+        disk = self.named(f"{node}-cloudinit")
+        return {file: disk.input(key) for file, key in SEED_FILE_INPUTS.items()}
 
 
 def _fake_public_key(seed: str) -> str:

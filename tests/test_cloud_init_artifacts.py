@@ -12,13 +12,11 @@ from components.mockrun import StackRun
 from tests.golden import assert_matches_golden
 from tests.tools import require_tool
 
-SEED_FILES = {"user-data": "userData", "meta-data": "metaData", "network-config": "networkConfig"}
 NODE_NAMES = ["kubernetes-master", "kubernetes-slave1", "kubernetes-slave2"]
 
 
 def seed(run: StackRun, node: str) -> dict[str, str]:
-    disk = run.named(f"{node}-cloudinit")
-    return {file: disk.input(key) for file, key in SEED_FILES.items()}
+    return run.seed_files(node)
 
 
 @pytest.mark.parametrize("node", NODE_NAMES)

@@ -80,10 +80,8 @@ def nodes(stack, guest_image: GuestImage, key_pair, tmp_path_factory: pytest.Tem
     run, _ = stack
     boots = []
     for name, ip in NODES.items():
-        disk = run.named(f"{name}-cloudinit")
         mac = run.named(f"{name}-domain").input("networkInterfaces")[0]["mac"]
-        seed = {"user-data": disk.input("userData"), "meta-data": disk.input("metaData"), "network-config": disk.input("networkConfig")}
-        boots.append(NodeBoot(name=name, mac=mac, ip=ip, seed=seed))
+        boots.append(NodeBoot(name=name, mac=mac, ip=ip, seed=run.seed_files(name)))
     workdir = tmp_path_factory.mktemp("vms")
     with boot_nodes(guest_image, boots, "192.168.141.0/24", "192.168.141.1", workdir, ssh_key=key_pair.private_key_path) as running:
         for node in running:
