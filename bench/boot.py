@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from components.mockrun import run_program  # noqa: E402
-from components.templates import dump  # noqa: E402
+from components.yaml_io import dump  # noqa: E402
 from tests.realvm.image import ensure_guest_image  # noqa: E402
 from tests.realvm.keys import RealKeyFactory  # noqa: E402
 from tests.realvm.qemu import NodeBoot, boot_nodes  # noqa: E402

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import yaml
-
 from components.config import ClusterConfig
 from components.versions import CALICO_REGISTRY
+from components.yaml_io import dump_all
 
 
 def render_calico_installation(config: ClusterConfig) -> str:
@@ -31,7 +30,7 @@ def render_calico_installation(config: ClusterConfig) -> str:
         },
     }
     api_server = {"apiVersion": "operator.tigera.io/v1", "kind": "APIServer", "metadata": {"name": "default"}, "spec": {}}
-    return yaml.safe_dump_all([installation, api_server], sort_keys=False, default_flow_style=False)
+    return dump_all([installation, api_server])
 
 
 def calico_manifest_urls(config: ClusterConfig) -> tuple[str, str]:

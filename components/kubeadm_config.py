@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
-
 from components.config import ClusterConfig
+from components.yaml_io import dump_all
 
 KUBEADM_API = "kubeadm.k8s.io/v1beta4"
 CONTAINERD_SOCKET = "unix:///var/run/containerd/containerd.sock"
@@ -68,4 +67,4 @@ def kubeadm_documents(config: ClusterConfig) -> list[dict[str, Any]]:
 
 
 def render_kubeadm_config(config: ClusterConfig) -> str:
-    return yaml.safe_dump_all(kubeadm_documents(config), sort_keys=False, default_flow_style=False)
+    return dump_all(kubeadm_documents(config))

@@ -18,10 +18,8 @@ import sys
 from collections import defaultdict
 from typing import Any
 
-import yaml
-
+from components import yaml_io
 from components.mockrun import Registration, StackRun, redact, run_program
-from components.templates import dump
 
 # Long text inputs shown as blocks, and how to make them readable.
 TEXT_INPUTS = ("userData", "metaData", "networkConfig", "create", "delete", "stdin")
@@ -76,11 +74,11 @@ def readable_command(command: str) -> str:
 
 def redact_cloud_config(user_data: str) -> str:
     """user-data with only its private host keys hidden: the rest of a node's seed is for reviewers to read."""
-    document = yaml.safe_load(user_data)
+    document = yaml_io.load(user_data)
     for key in list(document.get("ssh_keys", {})):
         if key.endswith("_private"):
             document["ssh_keys"][key] = "[secret]"
-    return "#cloud-config\n" + dump(document)
+    return "#cloud-config\n" + yaml_io.dump(document)
 
 
 def _options(registration: Registration, names: dict[str, str]) -> list[str]:
@@ -149,7 +147,7 @@ def parse_settings(settings: list[str]) -> dict[str, Any]:
     overrides = {}
     for setting in settings:
         key, _, raw = setting.partition("=")
-        overrides[key] = yaml.safe_load(raw) if raw[:1] in "[{" else raw
+        overrides[key] = yaml_io.load(raw) if raw[:1] in "[{" else raw
     return overrides
 
 

@@ -12,13 +12,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
+from components import yaml_io
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def load_project(root: Path = PROJECT_ROOT) -> dict[str, Any]:
-    return yaml.safe_load((root / "Pulumi.yaml").read_text())
+    return yaml_io.load((root / "Pulumi.yaml").read_text())
 
 
 def project_name(root: Path = PROJECT_ROOT) -> str:
@@ -58,7 +58,7 @@ def merged_config(
             merged[full(key)] = _as_config_string(declaration)
     stack_file = root / f"Pulumi.{stack}.yaml"
     if stack_file.exists():
-        stack_values = (yaml.safe_load(stack_file.read_text()) or {}).get("config", {}) or {}
+        stack_values = (yaml_io.load(stack_file.read_text()) or {}).get("config", {}) or {}
         for key, value in stack_values.items():
             if isinstance(value, dict) and "secure" in value:
                 raise ValueError(f"{stack_file.name}: {key} is encrypted; pass its value in `overrides` for an offline run")

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
+from components import yaml_io
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "cloud-init"
 PLACEHOLDER = re.compile(r"^\$\{([a-z_]+)\}$")
@@ -20,7 +20,7 @@ PLACEHOLDER = re.compile(r"^\$\{([a-z_]+)\}$")
 
 @functools.cache
 def load_template(name: str) -> Any:
-    return yaml.safe_load((TEMPLATE_DIR / name).read_text())
+    return yaml_io.load((TEMPLATE_DIR / name).read_text())
 
 
 def fill(template: Any, values: Mapping[str, Any]) -> Any:
@@ -47,26 +47,5 @@ def fill(template: Any, values: Mapping[str, Any]) -> Any:
     return filled
 
 
-def dump(document: Any) -> str:
-    """Deterministic YAML: template key order kept, no aliases, no line folding."""
-
-    return yaml.dump(document, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1 << 16)
-
-
-class _Dumper(yaml.SafeDumper):
-    """No aliases (each node reads on its own), and multi-line strings (keys, files) as literal blocks."""
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-
-def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value.rstrip("\n") else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_Dumper.add_representer(str, _represent_str)
-
-
 def render(name: str, values: Mapping[str, Any]) -> str:
-    return dump(fill(load_template(name), values))
+    return yaml_io.dump(fill(load_template(name), values))
