@@ -47,6 +47,7 @@ class KubeadmCluster(pulumi.ComponentResource):
         super().__init__("kubeadm-libvirt:index:KubeadmCluster", name, None, opts)
         self._args = args
         config = args.config
+        self._node_commands = steps.node_commands(config)
         control_plane = args.nodes[config.control_plane.name]
 
         prepared: dict[str, remote.Command] = {}
@@ -140,13 +141,14 @@ class KubeadmCluster(pulumi.ComponentResource):
 
     def _prepare_node(self, spec: NodeSpec, node: Node) -> tuple[remote.Command, remote.Command]:
         """The steps every node runs on its own: (the last of its chain, its /etc/hosts step)."""
-        config = self._args.config
+        commands = self._node_commands
         triggers = [node.domain_id]
-        boot = self._step(node, "wait-for-boot", steps.wait_for_boot(), [], triggers)
-        hosts = self._step(node, "cluster-hosts", steps.hosts_file(config), [boot], triggers)
-        prep = self._step(node, "os-prep", steps.os_prep(config), [boot], triggers)
-        runtime = self._step(node, "container-runtime", steps.container_runtime(config), [prep], triggers)
-        return self._step(node, "kube-packages", steps.kube_packages(config, spec), [runtime], triggers), hosts
+        boot = self._step(node, "wait-for-boot", commands.wait_for_boot, [], triggers)
+        hosts = self._step(node, "cluster-hosts", commands.cluster_hosts, [boot], triggers)
+        prep = self._step(node, "os-prep", commands.os_prep, [boot], triggers)
+        runtime = self._step(node, "container-runtime", commands.container_runtime, [prep], triggers)
+        packages = steps.kube_packages(self._args.config, spec)
+        return self._step(node, "kube-packages", packages, [runtime], triggers), hosts
 
     def _join_worker(
         self, spec: NodeSpec, worker: Node, control_plane: Node, init: remote.Command, packages: remote.Command
@@ -159,7 +161,7 @@ class KubeadmCluster(pulumi.ComponentResource):
         )
         # Off the critical path: the worker pulls its images while the control plane runs kubeadm init.
         prepull = self._step(
-            worker, "prepull-images", steps.prepull_images(self._args.config), [packages], [worker.domain_id]
+            worker, "prepull-images", self._node_commands.prepull_images, [packages], [worker.domain_id]
         )
         join = self._step(
             worker,
@@ -169,7 +171,7 @@ class KubeadmCluster(pulumi.ComponentResource):
             # A new control plane is a new cluster: the worker is reset and joins again.
             triggers,
             stdin=pulumi.Output.secret(join_command.stdout),
-            delete=steps.reset_node(self._args.config),
+            delete=self._node_commands.reset_node,
             # When the VM itself goes, there is nothing to reset (and nothing to connect to).
             deleted_with=worker.domain,
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import shlex
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from components.calico import calico_manifest_urls, render_calico_installation
@@ -189,4 +190,28 @@ def smoke_test(config: ClusterConfig) -> str:
             "NODE_IPS": " ".join(str(node.ip) for node in config.nodes),
             "SMOKE_TIMEOUT_SECONDS": str(SMOKE_TIMEOUT),
         },
+    )
+
+
+@dataclass(frozen=True)
+class NodeCommands:
+    """The commands every node runs with the same text: rendered once per cluster, not once per node (the hosts
+    list alone is as long as the cluster, so rendering it per node would make a preview quadratic in nodes)."""
+
+    wait_for_boot: str
+    cluster_hosts: str
+    os_prep: str
+    container_runtime: str
+    prepull_images: str
+    reset_node: str
+
+
+def node_commands(config: ClusterConfig) -> NodeCommands:
+    return NodeCommands(
+        wait_for_boot=wait_for_boot(),
+        cluster_hosts=hosts_file(config),
+        os_prep=os_prep(config),
+        container_runtime=container_runtime(config),
+        prepull_images=prepull_images(config),
+        reset_node=reset_node(config),
     )
