@@ -217,6 +217,28 @@ DEFAULT_COMMAND_STDOUT = {
 }
 
 
+@dataclass(frozen=True)
+class CliConfig:
+    """What the Pulumi CLI hands a program: project, stack, every config value as a string, which ones are secret."""
+
+    project: str
+    stack: str
+    values: dict[str, str]
+    secret_keys: tuple[str, ...] = ()
+
+
+def cli_config(
+    stack: str = "dev", overrides: Mapping[str, Any] | None = None, secret_keys: Iterable[str] = ()
+) -> CliConfig:
+    """The merged config of `stack` (plus overrides), as the CLI would pass it.
+
+    `secret_keys` are short or full config keys to mark secret, as `pulumi config set --secret` would.
+    """
+    project = project_name()
+    secrets = tuple(key if ":" in key else f"{project}:{key}" for key in secret_keys)
+    return CliConfig(project, stack, merged_config(stack, overrides), secrets)
+
+
 def run_program(
     stack: str = "dev",
     overrides: Mapping[str, Any] | None = None,
@@ -227,17 +249,24 @@ def run_program(
 ) -> StackRun:
     """Run __main__.py with the merged config of `stack` (plus overrides) under mocks; return what it did.
 
-    `secret_keys` are short or full config keys to mark secret, as `pulumi config set --secret` would.
     Raises whatever the program raises (e.g. pulumi.RunError for invalid config).
     """
-    project = project_name()
-    config = merged_config(stack, overrides)
-    secrets = [key if ":" in key else f"{project}:{key}" for key in secret_keys]
-    pulumi.runtime.set_all_config(config, secret_keys=secrets)
+    config = cli_config(stack, overrides, secret_keys)
+    return run_with_config(config, preview=preview, command_stdout=command_stdout, key_factory=key_factory)
+
+
+def run_with_config(
+    config: CliConfig,
+    preview: bool = False,
+    command_stdout: Mapping[str, str] | None = None,
+    key_factory: KeyFactory = fake_key_pair,
+) -> StackRun:
+    """Run __main__.py under mocks with config already merged: only what a real run does in the program's process."""
+    pulumi.runtime.set_all_config(config.values, secret_keys=list(config.secret_keys))
     mocks = ProgramMocks(DEFAULT_COMMAND_STDOUT if command_stdout is None else command_stdout, key_factory)
     monitor = RecordingMonitor(mocks)
     set_root_resource(None)  # a fresh root stack per run, so runs in one process do not share state
-    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=preview, monitor=monitor)
+    pulumi.runtime.set_mocks(mocks, project=config.project, stack=config.stack, preview=preview, monitor=monitor)
     root = pulumi.runtime.get_root_resource()
 
     def program() -> None:
