@@ -3,27 +3,31 @@
     python3 bench/program_eval.py [--sizes 3 20 100] [--rounds 5]
     python3 bench/program_eval.py --instructions [--sizes 3 20 100]    # repeatable counts, under valgrind
 
-For each cluster size, runs the real program under Pulumi's mocks and a skeleton program that registers the same
-resources (same types, names, parents and dependency edges) with trivial inputs, each in a fresh subprocess,
-interleaved, and prints medians of wall time and of the main thread's CPU time, peak RSS, the ratio
-program/skeleton and the per-node cost. Targets: ratio <= 1.3 at every size; per-node cost flat from 3 to 100
-nodes (no quadratic work in rendering or validation).
+For each cluster size, runs the real program under Pulumi's mocks and two skeleton programs, each in a fresh
+subprocess, rounds interleaved, and prints medians of the main thread's CPU time and of wall time, peak RSS, the
+ratio program/skeleton and the cost per node. Targets: ratio <= 1.3 at every size; per-node cost flat from 3 to
+100 nodes (no quadratic work in rendering or validation).
 
 What is compared, and why:
-- CPU time of the main thread, where the program and the SDK run. Under mocks the engine is Python too: the mock
-  monitor answers each registration on the SDK's executor threads, in this process. In a real preview that work
-  is the Pulumi engine's, in another process. Wall time, which includes it, is printed as well.
-- The skeleton builds each resource with the provider's own Python class (`remote.Command`, `libvirt.Domain`,
-  ...) and only its required inputs, set to constants, with the program's dependency edges as `depends_on`: what
-  any program registering this graph pays the SDK. A bare skeleton (`CustomResource`s under the same type tokens,
-  no edges) is printed for reference ("untyped"): the typed classes and the edges cost the SDK about twice as much.
-- Neither clock covers the interpreter start, the imports, nor reading the inputs: the skeleton's shape, and for
-  the program the stack config merged from Pulumi.yaml and Pulumi.dev.yaml (the CLI's work in a real run).
-- `--instructions` counts the main thread's instructions under callgrind (everything before the clock is counted
-  apart and subtracted) instead of timing: slow, but the same figures on every run.
+- The skeleton (bench/skeleton_program.py) registers the program's resources: same types, names and parents,
+  built with the providers' own classes (`remote.Command`, `libvirt.Domain`, ...) from constant required inputs
+  only. It also declares the program's dependency edges, as `depends_on`: in the program they come from inputs
+  that are other resources' outputs (keys, domain ids, stdout), so a skeleton without them would register a
+  different graph. That is a reading of "trivial inputs"; the literal one is printed too ("untyped": bare
+  `CustomResource`s under the same type tokens, no edges, column "vs untyped"), and the provider classes and the
+  edges alone cost the SDK about twice what it costs.
+- The ratio is on the main thread's CPU time, where the program and the SDK run. Under mocks the engine's side
+  of every registration (the mock monitor decoding inputs and answering, and the recording this benchmark and
+  the tests add) runs on the SDK's executor threads in the same process; in a real preview it is the engine's
+  work, in another process. Wall time, which includes it, is printed too, with its own ratio.
+- No clock covers the interpreter start, the imports (what __main__.py imports is imported first), nor reading
+  the inputs: the skeleton's shape, and for the program the stack config merged from Pulumi.yaml and
+  Pulumi.dev.yaml, which the CLI does in a real run.
 - "extra ms/node" is (program - skeleton) / nodes: the program's own work per node (validation, rendering,
-  Output wiring). It is what must stay flat; the SDK's own cost per resource grows with the heap (garbage
-  collection), in the skeleton as in the program.
+  Output wiring); it is what must stay flat. The raw cost per node of both grows a little from 20 to 100 nodes:
+  the garbage collector walks a bigger heap (with it off, the skeleton's cost per node is flat).
+- `--instructions` counts the main thread's instructions under callgrind instead of timing (what happens before
+  the clock is counted apart and subtracted): slow, but the same figures on every run.
 Prints figures and exits 0.
 """
 
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -38,9 +43,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from components.mockrun import Registration
 
 ROOT = Path(__file__).resolve().parent.parent
 SKELETON_PROGRAM = Path(__file__).resolve().parent / "skeleton_program.py"
+# program: the real __main__.py; skeleton: typed, with the program's edges; untyped: bare resources, no edges.
+KINDS = ("program", "skeleton", "untyped")
 sys.path.insert(0, str(ROOT))
 
 
@@ -55,8 +66,10 @@ def child(kind: str, size: int, baseline: bool = False) -> None:
 
     baseline: stop where the clock would start (what `--instructions` subtracts: interpreter, imports, inputs).
     """
-    # What __main__.py imports, imported before the clock starts: module loading (compiling, where no .pyc is
-    # written) is paid once per process, by any program alike.
+    if kind not in KINDS:
+        raise SystemExit(f"unknown kind {kind!r}: one of {', '.join(KINDS)}")
+    # What __main__.py imports, imported before the clock starts, as loading modules is not evaluating the program
+    # (here it also compiles them: PYTHONDONTWRITEBYTECODE is set, where a real run would load cached .pyc files).
     import components.infrastructure  # noqa: F401
     import components.kubeadm_cluster  # noqa: F401
     import components.stack_config  # noqa: F401
@@ -67,7 +80,7 @@ def child(kind: str, size: int, baseline: bool = False) -> None:
     config = cli_config("dev", overrides={"nodes": cluster_nodes(size)}) if kind == "program" else None
     shape = None if kind == "program" else json.loads(sys.stdin.read())
     if baseline:
-        return
+        _exit_now()
     start, start_cpu = time.perf_counter(), time.thread_time()
     if config is not None:
         count = len(run_with_config(config).registrations)
@@ -76,9 +89,17 @@ def child(kind: str, size: int, baseline: bool = False) -> None:
     cpu, elapsed = time.thread_time() - start_cpu, time.perf_counter() - start
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"seconds": elapsed, "cpu": cpu, "peak_mib": peak_kib / 1024, "resources": count}))
+    _exit_now()
 
 
-def run_skeleton(shape: list[list], typed: bool) -> list:
+def _exit_now() -> None:
+    """Exit without tearing down the heap: with and without the evaluation, `--instructions` then counts the same
+    work besides it (a bigger heap takes longer to free, and no clock measures that)."""
+    sys.stdout.flush()
+    os._exit(0)
+
+
+def run_skeleton(shape: list[list], typed: bool) -> list[Registration]:
     """Evaluate bench/skeleton_program.py under the same mocks, the way mockrun evaluates __main__.py; return what
     it registered (mockrun Registrations)."""
     import runpy
@@ -113,14 +134,21 @@ def shape_of(size: int) -> list[list]:
     placed: set[str] = set()
     pending = list(run.registrations)
     while pending:
-        for r in list(pending):
-            parent = names.get(r.parent, "")
-            dependencies = sorted(names[urn] for urn in r.all_dependencies if urn in names)
-            if (not parent or parent in placed) and placed.issuperset(dependencies):
-                ordered.append([r.type, r.name, parent, sorted(r.inputs), dependencies])
-                placed.add(r.name)
-                pending.remove(r)
+        ready = [
+            r for r in pending
+            if names.get(r.parent, "") in placed | {""} and placed.issuperset(_dependency_names(r, names))
+        ]  # fmt: skip
+        if not ready:
+            raise RuntimeError(f"no order registers {sorted(r.name for r in pending)} after their parents and dependencies")
+        for r in ready:
+            ordered.append([r.type, r.name, names.get(r.parent, ""), sorted(r.inputs), _dependency_names(r, names)])
+            placed.add(r.name)
+            pending.remove(r)
     return ordered
+
+
+def _dependency_names(registration: Registration, names: dict[str, str]) -> list[str]:
+    return sorted(names[urn] for urn in registration.all_dependencies if urn in names)
 
 
 def measure(kind: str, size: int, shape: list | None) -> dict:
@@ -133,6 +161,23 @@ def measure(kind: str, size: int, shape: list | None) -> dict:
         cwd=ROOT,
     )
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def measure_size(size: int, rounds: int) -> dict:
+    """Medians (peak RSS: maximum) of `rounds` interleaved runs of each kind: a drift in load touches all alike."""
+    shape = shape_of(size)
+    runs: dict[str, list[dict]] = {kind: [] for kind in KINDS}
+    for _ in range(rounds):
+        for kind, results in runs.items():
+            results.append(measure(kind, size, None if kind == "program" else shape))
+    row: dict = {"size": size, "resources": runs["program"][0]["resources"]}
+    for kind, results in runs.items():
+        row[kind] = {
+            "cpu": statistics.median(r["cpu"] for r in results),
+            "seconds": statistics.median(r["seconds"] for r in results),
+            "peak_mib": max(r["peak_mib"] for r in results),
+        }
+    return row
 
 
 def main_thread_instructions(kind: str, size: int, shape: list | None, baseline: bool) -> int:
@@ -172,7 +217,7 @@ def main() -> int:
     parser.add_argument(
         "--instructions",
         action="store_true",
-        help="count the main thread's instructions under valgrind instead of timing (repeatable; about 20 min)",
+        help="count the main thread's instructions under valgrind instead of timing (repeatable; about 15 min)",
     )
     parser.add_argument("--child", nargs=2, metavar=("KIND", "SIZE"), help=argparse.SUPPRESS)
     parser.add_argument("--baseline", action="store_true", help=argparse.SUPPRESS)
@@ -184,23 +229,25 @@ def main() -> int:
         print_instruction_counts(args.sizes)
         return 0
 
-    print(f"{'nodes':>5} {'resources':>9} {'program s':>9} {'program cpu':>11} {'skeleton cpu':>12} {'ratio':>5} "
-          f"{'ms/node':>7} {'extra ms/node':>13} {'program MiB':>11} {'skeleton MiB':>12} {'untyped cpu':>11}")  # fmt: skip
-    for size in args.sizes:
-        shape = shape_of(size)
-        # Interleaved rounds: a drift in machine load touches all three alike.
-        runs: dict[str, list[dict]] = {"program": [], "skeleton": [], "untyped": []}
-        for _ in range(args.rounds):
-            for kind, results in runs.items():
-                results.append(measure(kind, size, None if kind == "program" else shape))
-        program_s = statistics.median(r["seconds"] for r in runs["program"])
-        program_cpu, skeleton_cpu, untyped_cpu = (statistics.median(r["cpu"] for r in runs[kind]) for kind in runs)
+    rows = [measure_size(size, args.rounds) for size in args.sizes]
+    print("main thread CPU (program and SDK), medians:")
+    print(f"{'nodes':>5} {'resources':>9} {'program s':>9} {'skeleton s':>10} {'ratio':>5} {'program ms/node':>15} "
+          f"{'skeleton ms/node':>16} {'extra ms/node':>13} {'untyped s':>9} {'vs untyped':>10}")  # fmt: skip
+    for row in rows:
+        program, skeleton, untyped, size = row["program"], row["skeleton"], row["untyped"], row["size"]
         print(
-            f"{size:>5} {runs['program'][0]['resources']:>9} {program_s:>9.3f} {program_cpu:>11.3f} "
-            f"{skeleton_cpu:>12.3f} {program_cpu / skeleton_cpu:>5.2f} {1000 * program_cpu / size:>7.2f} "
-            f"{1000 * (program_cpu - skeleton_cpu) / size:>13.2f} "
-            f"{max(r['peak_mib'] for r in runs['program']):>11.1f} "
-            f"{max(r['peak_mib'] for r in runs['skeleton']):>12.1f} {untyped_cpu:>11.3f}"
+            f"{size:>5} {row['resources']:>9} {program['cpu']:>9.3f} {skeleton['cpu']:>10.3f} "
+            f"{program['cpu'] / skeleton['cpu']:>5.2f} {1000 * program['cpu'] / size:>15.2f} "
+            f"{1000 * skeleton['cpu'] / size:>16.2f} {1000 * (program['cpu'] - skeleton['cpu']) / size:>13.2f} "
+            f"{untyped['cpu']:>9.3f} {program['cpu'] / untyped['cpu']:>10.2f}"
+        )
+    print("wall time (with the mock engine's threads) and peak RSS, medians and maxima:")
+    print(f"{'nodes':>5} {'program s':>9} {'skeleton s':>10} {'ratio':>5} {'program MiB':>11} {'skeleton MiB':>12}")
+    for row in rows:
+        program, skeleton = row["program"], row["skeleton"]
+        print(
+            f"{row['size']:>5} {program['seconds']:>9.3f} {skeleton['seconds']:>10.3f} "
+            f"{program['seconds'] / skeleton['seconds']:>5.2f} {program['peak_mib']:>11.1f} {skeleton['peak_mib']:>12.1f}"
         )
     print("target: ratio <= 1.3 at every size; the program's own cost per node (extra ms/node) flat from 3 to 100")
     return 0

@@ -28,7 +28,7 @@ COMPONENT_PREFIX = "kubeadm-libvirt:"
 
 missing = {type_ for type_, *_ in SHAPE if not type_.startswith(COMPONENT_PREFIX)} - set(TRIVIAL_RESOURCES)  # noqa: F821
 if missing:
-    raise SystemExit(f"bench/skeleton_program.py: add a trivial constructor for {sorted(missing)}")
+    raise KeyError(f"bench/skeleton_program.py has no trivial constructor for {sorted(missing)}: add one")
 
 created: dict[str, pulumi.Resource] = {}
 for type_, name, parent, keys, dependencies in SHAPE:  # noqa: F821

@@ -29,7 +29,7 @@ def test_the_skeleton_registers_the_programs_resources_and_edges() -> None:
     skeleton = run_skeleton(shape_of(SIZE), typed=True)
     assert _graph(skeleton) == _graph(program)
     # A new resource type in the program without a trivial constructor in bench/skeleton_program.py fails above
-    # (SystemExit); this checks that the inputs really are trivial: no rendered script, seed or key.
+    # (KeyError); this checks that the inputs really are trivial: no rendered script, seed or key.
     longest = max(len(json.dumps(reveal(r.inputs))) for r in skeleton)
     assert longest < 200, longest
     assert max(len(json.dumps(reveal(r.inputs))) for r in program) > 5000
