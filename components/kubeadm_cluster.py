@@ -144,7 +144,7 @@ class KubeadmCluster(pulumi.ComponentResource):
         commands = self._node_commands
         triggers = [node.domain_id]
         boot = self._step(node, "wait-for-boot", commands.wait_for_boot, [], triggers)
-        hosts = self._step(node, "cluster-hosts", commands.cluster_hosts, [boot], triggers)
+        hosts = self._step(node, "cluster-hosts", commands.hosts_file, [boot], triggers)
         prep = self._step(node, "os-prep", commands.os_prep, [boot], triggers)
         runtime = self._step(node, "container-runtime", commands.container_runtime, [prep], triggers)
         packages = steps.kube_packages(self._args.config, spec)

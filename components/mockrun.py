@@ -230,10 +230,7 @@ class CliConfig:
 def cli_config(
     stack: str = "dev", overrides: Mapping[str, Any] | None = None, secret_keys: Iterable[str] = ()
 ) -> CliConfig:
-    """The merged config of `stack` (plus overrides), as the CLI would pass it.
-
-    `secret_keys` are short or full config keys to mark secret, as `pulumi config set --secret` would.
-    """
+    """The merged config of `stack` (plus overrides, and `secret_keys` marked secret), as the CLI would pass it."""
     project = project_name()
     secrets = tuple(key if ":" in key else f"{project}:{key}" for key in secret_keys)
     return CliConfig(project, stack, merged_config(stack, overrides), secrets)
@@ -249,6 +246,7 @@ def run_program(
 ) -> StackRun:
     """Run __main__.py with the merged config of `stack` (plus overrides) under mocks; return what it did.
 
+    `secret_keys` are short or full config keys to mark secret, as `pulumi config set --secret` would.
     Raises whatever the program raises (e.g. pulumi.RunError for invalid config).
     """
     config = cli_config(stack, overrides, secret_keys)

@@ -199,7 +199,7 @@ class NodeCommands:
     list alone is as long as the cluster, so rendering it per node would make a preview quadratic in nodes)."""
 
     wait_for_boot: str
-    cluster_hosts: str
+    hosts_file: str
     os_prep: str
     container_runtime: str
     prepull_images: str
@@ -209,7 +209,7 @@ class NodeCommands:
 def node_commands(config: ClusterConfig) -> NodeCommands:
     return NodeCommands(
         wait_for_boot=wait_for_boot(),
-        cluster_hosts=hosts_file(config),
+        hosts_file=hosts_file(config),
         os_prep=os_prep(config),
         container_runtime=container_runtime(config),
         prepull_images=prepull_images(config),

@@ -35,7 +35,7 @@ class _Dumper(_SafeDumperBase):
         return True
 
 
-def _represent_str(dumper: _SafeDumperBase, value: str) -> yaml.ScalarNode:
+def _represent_str(dumper: _Dumper, value: str) -> yaml.ScalarNode:
     style = "|" if "\n" in value.rstrip("\n") else None
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
