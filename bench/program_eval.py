@@ -217,7 +217,7 @@ def main() -> int:
     parser.add_argument(
         "--instructions",
         action="store_true",
-        help="count the main thread's instructions under valgrind instead of timing (repeatable; about 15 min)",
+        help="count the main thread's instructions under valgrind instead of timing (repeatable; about 10 min)",
     )
     parser.add_argument("--child", nargs=2, metavar=("KIND", "SIZE"), help=argparse.SUPPRESS)
     parser.add_argument("--baseline", action="store_true", help=argparse.SUPPRESS)
