@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from components.mockrun import run_program  # noqa: E402
+from components.mockrun import StackRun, run_program  # noqa: E402
 from components.yaml_io import dump  # noqa: E402
 from tests.realvm.image import ensure_guest_image  # noqa: E402
 from tests.realvm.keys import RealKeyFactory  # noqa: E402
@@ -33,9 +33,7 @@ NODE = "kubernetes-master"
 IP = "192.168.141.130"
 
 
-def seeds(public_key: str, private_key: str, key_directory: Path) -> dict[str, dict[str, str]]:
-    run = run_program("dev", overrides={"sshPublicKey": public_key, "sshPrivateKey": private_key},
-                      secret_keys=["sshPrivateKey"], key_factory=RealKeyFactory(key_directory))  # fmt: skip
+def seeds(run: StackRun, public_key: str) -> dict[str, dict[str, str]]:
     stack = run.seed_files(NODE)
     minimal_user_data = {"users": [{"name": "ubuntu", "sudo": "ALL=(ALL) NOPASSWD:ALL", "ssh_authorized_keys": [public_key]}]}
     minimal = {
@@ -64,8 +62,11 @@ def main() -> int:
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
         host_keys = Path(tmp) / "host-keys"
         host_keys.mkdir()
-        variants = seeds(key.with_suffix(".pub").read_text().strip(), key.read_text(), host_keys)
-        mac = run_program("dev").named(f"{NODE}-domain").input("networkInterfaces")[0]["mac"]
+        public_key = key.with_suffix(".pub").read_text().strip()
+        run = run_program("dev", overrides={"sshPublicKey": public_key, "sshPrivateKey": key.read_text()},
+                          secret_keys=["sshPrivateKey"], key_factory=RealKeyFactory(host_keys))  # fmt: skip
+        variants = seeds(run, public_key)
+        mac = run.named(f"{NODE}-domain").input("networkInterfaces")[0]["mac"]
         results: dict[str, list[tuple[float, float]]] = {"stack": [], "minimal": []}
         for round_number in range(1, args.rounds + 1):
             for variant in ("stack", "minimal"):  # alternated, so drift in machine load hits both alike

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from components.mockrun import Registration
+    from components.mockrun import CliConfig, Registration
 
 ROOT = Path(__file__).resolve().parent.parent
 SKELETON_PROGRAM = Path(__file__).resolve().parent / "skeleton_program.py"
@@ -75,17 +75,19 @@ def child(kind: str, size: int, baseline: bool = False) -> None:
     import components.stack_config  # noqa: F401
     from components.mockrun import cli_config, run_with_config
 
-    # Merging Pulumi.yaml with the stack file is the CLI's work in a real run, not the program's: done before the
-    # clock, like the skeleton's input.
-    config = cli_config("dev", overrides={"nodes": cluster_nodes(size)}) if kind == "program" else None
-    shape = None if kind == "program" else json.loads(sys.stdin.read())
+    # Reading Pulumi.yaml and merging the stack file is the CLI's work in a real run, not the program's: done
+    # before the clock, like reading the skeleton's input.
+    if kind == "program":
+        config = cli_config("dev", overrides={"nodes": cluster_nodes(size)})
+    else:
+        config, shape = skeleton_config(), json.loads(sys.stdin.read())
     if baseline:
         _exit_now()
     start, start_cpu = time.perf_counter(), time.thread_time()
-    if config is not None:
+    if kind == "program":
         count = len(run_with_config(config).registrations)
     else:
-        count = len(run_skeleton(shape, typed=kind == "skeleton"))
+        count = len(run_skeleton(shape, typed=kind == "skeleton", config=config))
     cpu, elapsed = time.thread_time() - start_cpu, time.perf_counter() - start
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"seconds": elapsed, "cpu": cpu, "peak_mib": peak_kib / 1024, "resources": count}))
@@ -99,28 +101,22 @@ def _exit_now() -> None:
     os._exit(0)
 
 
-def run_skeleton(shape: list[list], typed: bool) -> list[Registration]:
-    """Evaluate bench/skeleton_program.py under the same mocks, the way mockrun evaluates __main__.py; return what
-    it registered (mockrun Registrations)."""
-    import runpy
+def skeleton_config() -> CliConfig:
+    """The skeleton runs in the program's project and stack, with no config values."""
+    from components.mockrun import CliConfig, project_name
 
-    import pulumi
-    from pulumi.runtime.settings import set_root_resource
-    from pulumi.runtime.stack import run_pulumi_func
-    from pulumi.runtime.sync_await import _sync_await
+    return CliConfig(project=project_name(), stack="dev", values={})
 
-    from components.mockrun import ProgramMocks, RecordingMonitor
 
-    mocks = ProgramMocks({})
-    monitor = RecordingMonitor(mocks)
-    set_root_resource(None)
-    pulumi.runtime.set_mocks(mocks, project="kubeadm-libvirt", stack="dev", preview=False, monitor=monitor)
+def run_skeleton(shape: list[list], typed: bool, config: CliConfig | None = None) -> list[Registration]:
+    """Evaluate bench/skeleton_program.py the way mockrun evaluates __main__.py (same mocks); return what it
+    registered."""
+    from components.mockrun import run_with_config
 
-    def program() -> None:
-        runpy.run_path(str(SKELETON_PROGRAM), init_globals={"SHAPE": shape, "TYPED": typed}, run_name="__main__")
-
-    _sync_await(run_pulumi_func(program))
-    return monitor.registrations
+    config = config or skeleton_config()
+    return run_with_config(
+        config, program_file=SKELETON_PROGRAM, program_globals={"SHAPE": shape, "TYPED": typed}
+    ).registrations
 
 
 def shape_of(size: int) -> list[list]:
@@ -139,7 +135,8 @@ def shape_of(size: int) -> list[list]:
             if names.get(r.parent, "") in placed | {""} and placed.issuperset(_dependency_names(r, names))
         ]  # fmt: skip
         if not ready:
-            raise RuntimeError(f"no order registers {sorted(r.name for r in pending)} after their parents and dependencies")
+            unplaced = sorted(r.name for r in pending)
+            raise RuntimeError(f"no order registers {unplaced} after their parents and dependencies")
         for r in ready:
             ordered.append([r.type, r.name, names.get(r.parent, ""), sorted(r.inputs), _dependency_names(r, names)])
             placed.add(r.name)
@@ -151,16 +148,23 @@ def _dependency_names(registration: Registration, names: dict[str, str]) -> list
     return sorted(names[urn] for urn in registration.all_dependencies if urn in names)
 
 
-def measure(kind: str, size: int, shape: list | None) -> dict:
+def _run_child(
+    kind: str, size: int, shape: list, *, baseline: bool = False, wrapper: tuple[str, ...] = ()
+) -> str:
+    """Run `child` in a fresh interpreter (under `wrapper`, e.g. valgrind); the skeletons read `shape` on stdin."""
     result = subprocess.run(
-        [sys.executable, __file__, "--child", kind, str(size)],
-        input=json.dumps(shape) if shape is not None else "",
+        [*wrapper, sys.executable, __file__, "--child", kind, str(size), *(["--baseline"] if baseline else [])],
+        input="" if kind == "program" else json.dumps(shape),
         capture_output=True,
         text=True,
         check=True,
         cwd=ROOT,
     )
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return result.stdout
+
+
+def measure(kind: str, size: int, shape: list) -> dict:
+    return json.loads(_run_child(kind, size, shape).strip().splitlines()[-1])
 
 
 def measure_size(size: int, rounds: int) -> dict:
@@ -169,7 +173,7 @@ def measure_size(size: int, rounds: int) -> dict:
     runs: dict[str, list[dict]] = {kind: [] for kind in KINDS}
     for _ in range(rounds):
         for kind, results in runs.items():
-            results.append(measure(kind, size, None if kind == "program" else shape))
+            results.append(measure(kind, size, shape))
     row: dict = {"size": size, "resources": runs["program"][0]["resources"]}
     for kind, results in runs.items():
         row[kind] = {
@@ -180,16 +184,12 @@ def measure_size(size: int, rounds: int) -> dict:
     return row
 
 
-def main_thread_instructions(kind: str, size: int, shape: list | None, baseline: bool) -> int:
+def main_thread_instructions(kind: str, size: int, shape: list, baseline: bool) -> int:
     """Instructions the child's main thread executes, counted by callgrind: the same count run after run, whatever
     else the machine is doing (timings on a shared 2-core machine vary by 10-20 %)."""
     with tempfile.TemporaryDirectory() as scratch:
-        subprocess.run(
-            ["valgrind", "--tool=callgrind", "--separate-threads=yes", f"--callgrind-out-file={scratch}/cg.out",
-             sys.executable, __file__, "--child", kind, str(size), *(["--baseline"] if baseline else [])],
-            input=json.dumps(shape) if shape is not None else "",
-            capture_output=True, text=True, check=True, cwd=ROOT,
-        )  # fmt: skip
+        callgrind = ("valgrind", "--tool=callgrind", "--separate-threads=yes", f"--callgrind-out-file={scratch}/cg.out")
+        _run_child(kind, size, shape, baseline=baseline, wrapper=callgrind)
         # Thread 1 is the main thread; the others are the SDK's executor threads, where the mock engine answers.
         totals = Path(scratch, "cg.out-01").read_text().split("\ntotals:", 1)[1].split()[0]
     return int(totals)
@@ -201,9 +201,8 @@ def print_instruction_counts(sizes: list[int]) -> None:
         shape = shape_of(size)
         counts = {}
         for kind in ("program", "skeleton"):
-            kind_shape = None if kind == "program" else shape
-            full = main_thread_instructions(kind, size, kind_shape, baseline=False)
-            counts[kind] = full - main_thread_instructions(kind, size, kind_shape, baseline=True)
+            full = main_thread_instructions(kind, size, shape, baseline=False)
+            counts[kind] = full - main_thread_instructions(kind, size, shape, baseline=True)
         program, skeleton = counts["program"] / 1e6, counts["skeleton"] / 1e6
         extra_per_node = (program - skeleton) / size
         print(f"{size:>5} {program:>14.0f} {skeleton:>15.0f} {program / skeleton:>5.2f} {extra_per_node:>17.2f}")

@@ -11,6 +11,7 @@ import hashlib
 import runpy
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -253,13 +254,20 @@ def run_program(
     return run_with_config(config, preview=preview, command_stdout=command_stdout, key_factory=key_factory)
 
 
+# The program the CLI runs; bench/skeleton_program.py is run the same way, with its inputs as globals.
+PROGRAM_FILE = PROJECT_ROOT / "__main__.py"
+
+
 def run_with_config(
     config: CliConfig,
     preview: bool = False,
     command_stdout: Mapping[str, str] | None = None,
     key_factory: KeyFactory = fake_key_pair,
+    program_file: Path = PROGRAM_FILE,
+    program_globals: Mapping[str, Any] | None = None,
 ) -> StackRun:
-    """Run __main__.py under mocks with config already merged: only what a real run does in the program's process."""
+    """Run a program file (__main__.py unless told) under mocks with config already merged: only what a real run
+    does in the program's process."""
     pulumi.runtime.set_all_config(config.values, secret_keys=list(config.secret_keys))
     mocks = ProgramMocks(DEFAULT_COMMAND_STDOUT if command_stdout is None else command_stdout, key_factory)
     monitor = RecordingMonitor(mocks)
@@ -268,7 +276,7 @@ def run_with_config(
     root = pulumi.runtime.get_root_resource()
 
     def program() -> None:
-        runpy.run_path(str(PROJECT_ROOT / "__main__.py"), run_name="__main__")
+        runpy.run_path(str(program_file), init_globals=dict(program_globals or {}), run_name="__main__")
 
     _sync_await(run_pulumi_func(program))
     outputs = {name: _resolve_output(value) for name, value in getattr(root, "outputs", {}).items()}

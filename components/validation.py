@@ -130,7 +130,6 @@ def parse_cluster_config(raw: RawConfig) -> ClusterConfig:
     )
 
 
-
 class _Scalars:
     """Reads top-level keys. The CLI stores `pulumi config set vcpus 4` as the string "4": parse it strictly."""
 

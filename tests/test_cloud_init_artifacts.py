@@ -15,13 +15,9 @@ from tests.tools import require_tool
 NODE_NAMES = ["kubernetes-master", "kubernetes-slave1", "kubernetes-slave2"]
 
 
-def seed(run: StackRun, node: str) -> dict[str, str]:
-    return run.seed_files(node)
-
-
 @pytest.mark.parametrize("node", NODE_NAMES)
 def test_seed_matches_golden_files(dev_run: StackRun, node: str) -> None:
-    for file, text in seed(dev_run, node).items():
+    for file, text in dev_run.seed_files(node).items():
         assert_matches_golden(f"dev/{node}/{file}", text)
 
 
@@ -29,7 +25,7 @@ def test_seed_matches_golden_files(dev_run: StackRun, node: str) -> None:
 def test_user_data_passes_cloud_init_schema(dev_run: StackRun, node: str, tmp_path: Path) -> None:
     cloud_init = require_tool("cloud-init", "cloud-init")
     path = tmp_path / "user-data"
-    path.write_text(seed(dev_run, node)["user-data"])
+    path.write_text(dev_run.seed_files(node)["user-data"])
     result = subprocess.run([cloud_init, "schema", "--config-file", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Valid cloud-config" in result.stdout
@@ -70,7 +66,7 @@ def netplan_generate(netplan_yaml: str, root: Path) -> subprocess.CompletedProce
 
 @pytest.mark.parametrize("node", NODE_NAMES)
 def test_network_config_goes_through_cloud_init_and_netplan(dev_run: StackRun, node: str, tmp_path: Path) -> None:
-    network_config = seed(dev_run, node)["network-config"]
+    network_config = dev_run.seed_files(node)["network-config"]
     converted = render_netplan_as_cloud_init_would(network_config, tmp_path)
     result = netplan_generate(converted.read_text(), tmp_path / "root")
     assert result.returncode == 0, result.stderr
