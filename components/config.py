@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Role = Literal["control-plane", "worker"]
+Accelerator = Literal["kvm", "tcg"]
+ACCELERATORS: tuple[Accelerator, ...] = ("kvm", "tcg")
 CONTROL_PLANE: Role = "control-plane"
 WORKER: Role = "worker"
 ROLES: tuple[Role, ...] = (CONTROL_PLANE, WORKER)
@@ -88,15 +90,49 @@ class KubernetesSpec:
 
 
 @dataclass(frozen=True)
+class TimeoutScale:
+    """`timeoutScale` as a whole percentage (1.5 -> 150), so Python and the node scripts scale alike.
+
+    Every bound the program sets or passes on (Pulumi custom timeouts, SSH dial retries, the node scripts' waits,
+    kubeadm's own timeouts) goes through `seconds`, rounding up: a scaled bound is never shorter than intended.
+    """
+
+    percent: int  # 100 is timeoutScale 1
+
+    def seconds(self, base_seconds: int) -> int:
+        return -(-base_seconds * self.percent // 100)
+
+    def duration(self, base_seconds: int) -> str:
+        """The scaled bound as a Go duration ("30m", "22m30s"): what Pulumi's engine and kubeadm parse."""
+        minutes, seconds = divmod(self.seconds(base_seconds), 60)
+        if not minutes:
+            return f"{seconds}s"
+        return f"{minutes}m{seconds}s" if seconds else f"{minutes}m"
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """The base image: `source` is what the libvirt provider reads (an http(s) URL, or a file:// URL of a local
+    file on the machine running Pulumi); `file_name` names the base volume."""
+
+    configured: str  # imageUrl as written, for messages and OS/cgroup heuristics
+    source: str
+    file_name: str
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     """Everything the program builds from: validated, immutable, created once in __main__.py."""
 
     nodes: tuple[NodeSpec, ...]
     network: NetworkSpec
     ssh: SshSpec
-    image_url: str
+    image: ImageSpec
     storage_pool: str
     kubernetes: KubernetesSpec
+    # kvm: hardware virtualization; tcg: QEMU's software emulation (no usable /dev/kvm, e.g. nested without VT-x).
+    accelerator: Accelerator
+    timeouts: TimeoutScale
     protect_control_plane: bool = False
 
     @property

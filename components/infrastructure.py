@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import posixpath
-from urllib.parse import urlparse
-
 import pulumi
 import pulumi_libvirt as libvirt
 import pulumi_tls as tls
@@ -44,12 +41,12 @@ class Infrastructure(pulumi.ComponentResource):
             autostart=True,
             opts=child,
         )
-        image_file = posixpath.basename(urlparse(config.image_url).path) or "base.img"
         self.base_image = libvirt.Volume(
             f"{name}-base-image",
-            name=f"{network.name}-{image_file}",
+            name=f"{network.name}-{config.image.file_name}",
             pool=config.storage_pool,
-            source=config.image_url,  # downloaded once by the provider; every node disk is a CoW child of it
+            # Read once by the provider (downloaded, or a local file uploaded); every node disk is a CoW child of it.
+            source=config.image.source,
             format="qcow2",
             opts=child,
         )
@@ -67,6 +64,8 @@ class Infrastructure(pulumi.ComponentResource):
                     network_id=self.network.id,
                     pool=config.storage_pool,
                     protect=config.protect_control_plane and spec.is_control_plane,
+                    accelerator=config.accelerator,
+                    timeouts=config.timeouts,
                 ),
                 opts=child,
             )

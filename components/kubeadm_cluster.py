@@ -24,10 +24,23 @@ from components.kubeadm_config import API_SERVER_PORT
 from components.node import Node
 
 # pulumi-command gives up after ~11 s of refused connections by default; a booting VM needs minutes. With the
-# SDK's backoff (100 ms x1.5, capped at 5 s) 150 attempts is about 12 minutes.
+# SDK's backoff (100 ms x1.5, capped at 5 s) 150 attempts is about 12 minutes. Like every bound below, the count
+# and the per-dial timeout are multiplied by timeoutScale (the backoff is capped, so the wait grows with the count).
 BOOT_DIAL_ERROR_LIMIT = 150
 PER_DIAL_TIMEOUT_SECONDS = 15
-STEP_TIMEOUTS = pulumi.CustomTimeouts(create="30m", update="30m", delete="10m")
+# Each step's Pulumi timeouts at timeoutScale 1, in seconds: longer than any bound inside its script (steps.py), so
+# a slow step ends with the script's own clear message rather than being killed by the engine.
+STEP_CREATE_SECONDS = 30 * 60
+STEP_DELETE_SECONDS = 10 * 60
+
+
+def step_timeouts(config: ClusterConfig) -> pulumi.CustomTimeouts:
+    scale = config.timeouts
+    return pulumi.CustomTimeouts(
+        create=scale.duration(STEP_CREATE_SECONDS),
+        update=scale.duration(STEP_CREATE_SECONDS),
+        delete=scale.duration(STEP_DELETE_SECONDS),
+    )
 
 
 @dataclass(frozen=True)
@@ -47,6 +60,7 @@ class KubeadmCluster(pulumi.ComponentResource):
         super().__init__("kubeadm-libvirt:index:KubeadmCluster", name, None, opts)
         self._args = args
         config = args.config
+        self._timeouts = step_timeouts(config)
         self._node_commands = steps.node_commands(config)
         control_plane = args.nodes[config.control_plane.name]
 
@@ -98,8 +112,8 @@ class KubeadmCluster(pulumi.ComponentResource):
             # Pinned: the key the stack generated for this node and installed through cloud-init. A host that
             # presents another key fails the step with a host key mismatch instead of receiving commands.
             host_key=node.host_public_key,
-            dial_error_limit=BOOT_DIAL_ERROR_LIMIT,
-            per_dial_timeout=PER_DIAL_TIMEOUT_SECONDS,
+            dial_error_limit=self._args.config.timeouts.seconds(BOOT_DIAL_ERROR_LIMIT),
+            per_dial_timeout=self._args.config.timeouts.seconds(PER_DIAL_TIMEOUT_SECONDS),
         )
 
     def _step(
@@ -118,7 +132,7 @@ class KubeadmCluster(pulumi.ComponentResource):
         options = pulumi.ResourceOptions(
             parent=self,
             depends_on=list(depends_on),
-            custom_timeouts=STEP_TIMEOUTS,
+            custom_timeouts=self._timeouts,
             deleted_with=deleted_with,
             # A step with a `delete` undoes itself on the same address: the old delete must run before the new
             # create, or replacing it would reset what was just set up.
@@ -166,7 +180,7 @@ class KubeadmCluster(pulumi.ComponentResource):
         join = self._step(
             worker,
             "kubeadm-join",
-            steps.kubeadm_join(spec),
+            steps.kubeadm_join(self._args.config, spec),
             [prepull, join_command],
             # A new control plane is a new cluster: the worker is reset and joins again.
             triggers,
@@ -180,9 +194,9 @@ class KubeadmCluster(pulumi.ComponentResource):
         return self._step(
             control_plane,
             f"{spec.name}-membership",
-            steps.node_ready(spec),
+            steps.node_ready(self._args.config, spec),
             [join],
             triggers,
-            delete=steps.drain_node(spec),
+            delete=steps.drain_node(self._args.config, spec),
             deleted_with=control_plane.domain,
         )

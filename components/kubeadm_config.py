@@ -4,14 +4,33 @@ from __future__ import annotations
 
 from typing import Any
 
-from components.config import ClusterConfig
-from components.yaml_io import dump_all
+from components.config import ClusterConfig, NodeSpec, TimeoutScale
+from components.yaml_io import dump, dump_all
 
 KUBEADM_API = "kubeadm.k8s.io/v1beta4"
 CONTAINERD_SOCKET = "unix:///var/run/containerd/containerd.sock"
 API_SERVER_PORT = 6443
 # Kinds each document of the rendered file must have, in order (checked by the tests).
 KINDS = ("InitConfiguration", "ClusterConfiguration", "KubeletConfiguration", "KubeProxyConfiguration")
+
+# kubeadm's own waits (v1beta4 `timeouts`, in InitConfiguration and JoinConfiguration), at their kubeadm defaults in
+# seconds, scaled by timeoutScale. Only the fields each command uses: init waits for the control plane's static
+# pods, the kubelet and the API server (etcdAPICall: the local etcd member); a worker's join discovers the cluster,
+# TLS-bootstraps its kubelet and waits for it. (upgradeManifests is for `kubeadm upgrade`; not used here.)
+INIT_TIMEOUTS = {"controlPlaneComponentHealthCheck": 240, "kubeletHealthCheck": 240, "kubernetesAPICall": 60, "etcdAPICall": 120}
+JOIN_TIMEOUTS = {"discovery": 300, "tlsBootstrap": 300, "kubeletHealthCheck": 240, "kubernetesAPICall": 60}
+# The worker's token and the CA hash exist only in the join command on the worker's stdin (a secret, minted per
+# worker): the rendered JoinConfiguration holds these placeholders, which kubeadm-join.sh replaces on the node.
+JOIN_TOKEN_PLACEHOLDER = "JOIN-TOKEN-FROM-STDIN"
+CA_CERT_HASH_PLACEHOLDER = "CA-CERT-HASH-FROM-STDIN"
+
+
+def kubeadm_timeouts(fields: dict[str, int], scale: TimeoutScale) -> dict[str, str]:
+    return {field: scale.duration(seconds) for field, seconds in fields.items()}
+
+
+def api_server_endpoint(config: ClusterConfig) -> str:
+    return f"{config.control_plane.ip}:{API_SERVER_PORT}"
 
 
 def kubeadm_documents(config: ClusterConfig) -> list[dict[str, Any]]:
@@ -33,13 +52,14 @@ def kubeadm_documents(config: ClusterConfig) -> list[dict[str, Any]]:
         "kind": "InitConfiguration",
         "localAPIEndpoint": {"advertiseAddress": str(control_plane.ip), "bindPort": API_SERVER_PORT},
         "nodeRegistration": node_registration,
+        "timeouts": kubeadm_timeouts(INIT_TIMEOUTS, config.timeouts),
     }
     cluster = {
         "apiVersion": KUBEADM_API,
         "kind": "ClusterConfiguration",
         # The node script replaces this with the exact version the package step installed (a minor may be given).
         "kubernetesVersion": f"v{kubernetes.version}",
-        "controlPlaneEndpoint": f"{control_plane.ip}:{API_SERVER_PORT}",
+        "controlPlaneEndpoint": api_server_endpoint(config),
         "imageRepository": kubernetes.image_repository,
         "networking": {
             "podSubnet": str(kubernetes.pod_subnet),
@@ -68,3 +88,26 @@ def kubeadm_documents(config: ClusterConfig) -> list[dict[str, Any]]:
 
 def render_kubeadm_config(config: ClusterConfig) -> str:
     return dump_all(kubeadm_documents(config))
+
+
+def join_configuration(config: ClusterConfig, worker: NodeSpec) -> dict[str, Any]:
+    """A worker's `kubeadm join --config` file. A config file rather than flags, because kubeadm's timeouts have
+    no flags; kubeadm refuses --config mixed with --token, so the discovery moves into the file too."""
+    return {
+        "apiVersion": KUBEADM_API,
+        "kind": "JoinConfiguration",
+        "nodeRegistration": {"name": worker.name, "criSocket": CONTAINERD_SOCKET},
+        "discovery": {
+            "bootstrapToken": {
+                "apiServerEndpoint": api_server_endpoint(config),
+                "token": JOIN_TOKEN_PLACEHOLDER,
+                # Always pinned: kubeadm join never trusts the API server's CA on first sight.
+                "caCertHashes": [CA_CERT_HASH_PLACEHOLDER],
+            }
+        },
+        "timeouts": kubeadm_timeouts(JOIN_TIMEOUTS, config.timeouts),
+    }
+
+
+def render_join_configuration(config: ClusterConfig, worker: NodeSpec) -> str:
+    return dump(join_configuration(config, worker))

@@ -10,11 +10,29 @@ import pulumi_libvirt as libvirt
 import pulumi_tls as tls
 
 from components.cloudinit import HostKey, NodeSeed, render_seed
-from components.config import NetworkSpec, NodeSpec
+from components.config import Accelerator, NetworkSpec, NodeSpec, TimeoutScale
 
 GIB = 1024**3
 # Ubuntu cloud images hang at boot without a serial console (cloud-images bug 1573095).
 SERIAL_CONSOLE = {"type": "pty", "target_port": "0", "target_type": "serial"}
+# Creating a domain includes the provider's wait for it to start; scaled by timeoutScale.
+DOMAIN_CREATE_SECONDS = 15 * 60
+
+
+def domain_machine(accelerator: Accelerator) -> tuple[str, dict[str, str] | None]:
+    """(libvirt domain type, Domain `cpu` or None) for the accelerator.
+
+    kvm: hardware virtualization, and the host's own CPU passed through (fastest; every instruction set the host has).
+    tcg: libvirt domain type "qemu" is QEMU's software emulation (TCG), for hosts whose /dev/kvm is missing or
+    unusable (nested virtualization without VT-x/AMD-V). host-passthrough needs KVM, so it must go. A named model
+    (cpu mode "custom" with <model>) would be the choice, but pulumi_libvirt's DomainCpuArgs can only set `mode`
+    (no model), and "custom" without a model means nothing; the one other way, an XSLT over the generated domain
+    XML, would be untested XML patching on every domain. So no `cpu` at all: libvirt leaves the choice to QEMU,
+    whose default x86_64 model under TCG is qemu64 (x86-64 baseline, no x86-64-v2 instructions).
+    """
+    if accelerator == "tcg":
+        return "qemu", None
+    return "kvm", {"mode": "host-passthrough"}
 
 
 @dataclass(frozen=True)
@@ -26,6 +44,8 @@ class NodeArgs:
     base_volume_id: pulumi.Input[str]
     network_id: pulumi.Input[str]
     pool: str
+    accelerator: Accelerator
+    timeouts: TimeoutScale
     protect: bool = False
 
 
@@ -51,6 +71,7 @@ class Node(pulumi.ComponentResource):
         # the new disk replaces the domain. cloud-init only runs on a first boot, so a changed seed must mean a
         # fresh VM, never a swapped CD-ROM on a running one (terraform-provider-libvirt #931).
         # The seed is secret (it carries the host's private key); its digest and the non-secret files are not.
+        domain_type, cpu = domain_machine(args.accelerator)
         seed_tag = pulumi.Output.unsecret(seed.apply(lambda s: s.digest[:10]))
         # Explicit names make the bridge replace these delete-first; delete_before_replace says so outright.
         replace_first = pulumi.ResourceOptions(parent=self, delete_before_replace=True, protect=args.protect)
@@ -78,7 +99,8 @@ class Node(pulumi.ComponentResource):
             name=spec.name,
             vcpu=spec.vcpus,
             memory=spec.memory_mib,
-            cpu={"mode": "host-passthrough"},
+            type=domain_type,
+            cpu=cpu,
             cloudinit=self.cloud_init_disk.id,
             disks=[{"volume_id": self.disk.id}],
             # No `addresses` and no `wait_for_lease`: both are DHCP features. The address is static (netplan in
@@ -90,7 +112,7 @@ class Node(pulumi.ComponentResource):
                 replace_first,
                 pulumi.ResourceOptions(
                     replace_on_changes=["cloudinit"],
-                    custom_timeouts=pulumi.CustomTimeouts(create="15m"),
+                    custom_timeouts=pulumi.CustomTimeouts(create=args.timeouts.duration(DOMAIN_CREATE_SECONDS)),
                 ),
             ),
         )

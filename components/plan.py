@@ -20,6 +20,8 @@ from typing import Any
 
 from components import yaml_io
 from components.mockrun import Registration, StackRun, redact, run_program
+from components.project_files import PROJECT_ROOT, declared_keys, project_name
+from components.stack_config import InvalidConfig
 
 # Long text inputs shown as blocks, and how to make them readable.
 TEXT_INPUTS = ("userData", "metaData", "networkConfig", "create", "delete", "stdin")
@@ -143,20 +145,46 @@ def render_plan(run: StackRun, stack: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+class UsageError(Exception):
+    """A command-line mistake: printed alone (no traceback), exit status 2."""
+
+
 def parse_settings(settings: list[str]) -> dict[str, Any]:
+    """`--set KEY=VALUE` pairs; VALUE is YAML when it starts with [ or { (lists and mappings), else a string."""
+    known = declared_keys()
+    project = project_name()
     overrides = {}
     for setting in settings:
-        key, _, raw = setting.partition("=")
-        overrides[key] = yaml_io.load(raw) if raw[:1] in "[{" else raw
+        key, equals, raw = setting.partition("=")
+        short_key = key.removeprefix(f"{project}:")
+        if not equals or not key:
+            raise UsageError(f"--set {setting!r}: expected KEY=VALUE, e.g. --set kubernetesVersion=1.34.3")
+        if ":" not in short_key and short_key not in known:
+            # The program ignores keys it does not declare, so a typo would silently plan the unchanged stack.
+            raise UsageError(f"--set {key}: not a config key of this project; known keys: {', '.join(sorted(known))}")
+        try:
+            overrides[key] = yaml_io.load(raw) if raw[:1] in "[{" else raw
+        except yaml_io.YAMLError as error:
+            raise UsageError(f"--set {key}: the value is not valid YAML ({error.__class__.__name__}: {error})") from None
     return overrides
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Print the plan; exit 2 with the problem alone (no traceback) on bad arguments or an invalid configuration."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stack", default="dev", help="the Pulumi.<stack>.yaml to merge with Pulumi.yaml")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
-    args = parser.parse_args(argv)
-    run = run_program(args.stack, overrides=parse_settings(args.set))
+    args = parser.parse_args(argv)  # argparse itself exits 2 with a usage line on unknown options
+    try:
+        if not (PROJECT_ROOT / f"Pulumi.{args.stack}.yaml").is_file():
+            raise UsageError(f"--stack {args.stack}: there is no Pulumi.{args.stack}.yaml in {PROJECT_ROOT}")
+        run = run_program(args.stack, overrides=parse_settings(args.set))
+    except (UsageError, InvalidConfig) as error:
+        print(error, file=sys.stderr)
+        return 2
+    except ValueError as error:  # project_files: an encrypted value in the stack file, which only the CLI can read
+        print(f"cannot read the stack config: {error}", file=sys.stderr)
+        return 2
     sys.stdout.write(render_plan(run, args.stack))
     return 0
 

@@ -12,8 +12,14 @@ CONFIG_KEYS = (
     "nodes", "network", "vcpus", "memoryMiB", "diskGiB", "storagePool", "imageUrl", "sshUser", "sshPublicKey",
     "sshPrivateKey", "kubernetesVersion", "allowCgroupV1", "podSubnet", "serviceSubnet", "kubeProxyMode",
     "calicoVersion", "dockerVersion", "containerdVersion", "mirror", "dockerAptMirror", "kubernetesAptMirror",
-    "imageRepository", "registryMirrors", "calicoManifestUrl", "smokeTest", "protectControlPlane",
+    "imageRepository", "registryMirrors", "calicoManifestUrl", "smokeTest", "protectControlPlane", "accelerator",
+    "timeoutScale",
 )  # fmt: skip
+
+
+class InvalidConfig(pulumi.RunError):
+    """The stack config is invalid. A RunError, so the Pulumi CLI prints the message alone; its own type, so the
+    command-line entry points (python -m components.plan) can tell it from a failure of the program itself."""
 
 
 def load_cluster_config() -> ClusterConfig:
@@ -33,4 +39,4 @@ def load_cluster_config() -> ClusterConfig:
         return parse_cluster_config(RawConfig(values=values, secret_keys=frozenset(secret_keys)))
     except ConfigError as error:
         # RunError ends the program with the message alone, without a Python traceback around it.
-        raise pulumi.RunError(str(error)) from None
+        raise InvalidConfig(str(error)) from None

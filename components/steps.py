@@ -15,13 +15,14 @@ from pathlib import Path
 
 from components.calico import calico_manifest_urls, render_calico_installation
 from components.config import ClusterConfig, NodeSpec
-from components.kubeadm_config import render_kubeadm_config
+from components.kubeadm_config import render_join_configuration, render_kubeadm_config
 from components.runtime_files import containerd_registry_hosts, render_docker_daemon_json
 from components.versions import PAUSE_TAGS, calico_node_images, kubernetes_apt_repository
 
 SCRIPT_DIR = Path(__file__).resolve().parent / "scripts"
 
-# Bounds of the waits inside the scripts, in seconds. The Command timeouts (kubeadm_cluster.py) are larger.
+# Bounds of the waits inside the scripts at timeoutScale 1, in seconds; every step passes them scaled
+# (ClusterConfig.timeouts), as *_TIMEOUT_SECONDS inputs. The Command timeouts (kubeadm_cluster.py) are larger.
 BOOT_TIMEOUT = 900
 INIT_TIMEOUT = 900
 CALICO_TIMEOUT = 900
@@ -30,6 +31,11 @@ READY_TIMEOUT = 900
 SMOKE_TIMEOUT = 300
 PULL_TIMEOUT = 900
 DRAIN_TIMEOUT = 120
+APT_LOCK_TIMEOUT = 300  # another apt/dpkg (unattended-upgrades) holding the locks
+RUNTIME_READY_TIMEOUT = 60  # containerd answering after a (re)start
+RESET_TIMEOUT = 300  # kubeadm reset on a worker being replaced
+INIT_API_WAIT_TIMEOUT = 120  # an initialised API server answering again, e.g. after a reboot
+DRAIN_API_WAIT_TIMEOUT = 60  # a delete hook must not hold up a destroy of a broken cluster for long
 SMOKE_IMAGE = "docker.io/library/nginx:1.27-alpine"
 
 # Not scripts: one command each, with nothing to guard. The token lives 2 h: long enough for the join that
@@ -52,8 +58,16 @@ def script_text(name: str) -> str:
     return prefix + (SCRIPT_DIR / name).read_text()
 
 
-def invocation(script: str, env: Mapping[str, str]) -> str:
+def invocation(config: ClusterConfig, script: str, env: Mapping[str, str]) -> str:
+    """Every script also gets TIMEOUT_SCALE_PERCENT: lib/common.sh's `scaled` applies it to the short per-call
+    bounds inside the scripts (kubectl --request-timeout, curl, timeout -k grace), so they stretch with the rest."""
+    env = {**env, "TIMEOUT_SCALE_PERCENT": str(config.timeouts.percent)}
     return command_line(script.removesuffix(".sh"), env, script_text(script))
+
+
+def bound(config: ClusterConfig, base_seconds: int) -> str:
+    """A wait's bound for a script input: its base scaled by timeoutScale, in whole seconds."""
+    return str(config.timeouts.seconds(base_seconds))
 
 
 def command_line(step: str, env: Mapping[str, str], text: str) -> str:
@@ -66,17 +80,21 @@ def cluster_hosts(config: ClusterConfig) -> str:
     return "\n".join(f"{node.ip} {node.name}" for node in config.nodes)
 
 
-def wait_for_boot() -> str:
-    return invocation("wait-for-boot.sh", {"BOOT_TIMEOUT_SECONDS": str(BOOT_TIMEOUT)})
+def wait_for_boot(config: ClusterConfig) -> str:
+    return invocation(config, "wait-for-boot.sh", {"BOOT_TIMEOUT_SECONDS": bound(config, BOOT_TIMEOUT)})
 
 
 def os_prep(config: ClusterConfig) -> str:
-    return invocation("os-prep.sh", {"KUBE_PROXY_MODE": config.kubernetes.kube_proxy_mode})
+    return invocation(
+        config,
+        "os-prep.sh",
+        {"KUBE_PROXY_MODE": config.kubernetes.kube_proxy_mode, "APT_LOCK_TIMEOUT_SECONDS": bound(config, APT_LOCK_TIMEOUT)},
+    )
 
 
 def hosts_file(config: ClusterConfig) -> str:
     """Its own step: adding a node changes only this small step on the other nodes, not os-prep."""
-    return invocation("cluster-hosts.sh", {"CLUSTER_HOSTS": cluster_hosts(config)})
+    return invocation(config, "cluster-hosts.sh", {"CLUSTER_HOSTS": cluster_hosts(config)})
 
 
 def sandbox_image(config: ClusterConfig) -> str:
@@ -87,22 +105,26 @@ def sandbox_image(config: ClusterConfig) -> str:
 def install_container_runtime(config: ClusterConfig) -> str:
     kubernetes = config.kubernetes
     return invocation(
+        config,
         "install-container-runtime.sh",
         {
             "DOCKER_APT_REPO": kubernetes.docker_apt_mirror,
             "DOCKER_VERSION": kubernetes.docker_version,
             "CONTAINERD_VERSION": kubernetes.containerd_version,
+            "APT_LOCK_TIMEOUT_SECONDS": bound(config, APT_LOCK_TIMEOUT),
         },
     )
 
 
 def configure_container_runtime(config: ClusterConfig, with_docker: bool = True) -> str:
     return invocation(
+        config,
         "configure-container-runtime.sh",
         {
             "SANDBOX_IMAGE": sandbox_image(config),
             "DOCKER_DAEMON_JSON": render_docker_daemon_json(config.kubernetes) if with_docker else "",
             "CONTAINERD_REGISTRY_HOSTS": containerd_registry_hosts(config.kubernetes),
+            "RUNTIME_READY_TIMEOUT_SECONDS": bound(config, RUNTIME_READY_TIMEOUT),
         },
     )
 
@@ -114,33 +136,38 @@ def container_runtime(config: ClusterConfig) -> str:
 def kube_packages(config: ClusterConfig, node: NodeSpec) -> str:
     kubernetes = config.kubernetes
     return invocation(
+        config,
         "install-kube-packages.sh",
         {
             "KUBERNETES_APT_REPO": kubernetes_apt_repository(kubernetes.kubernetes_apt_mirror, kubernetes.minor),
             "KUBERNETES_VERSION": kubernetes.version,
             "NODE_IP": str(node.ip),
+            "APT_LOCK_TIMEOUT_SECONDS": bound(config, APT_LOCK_TIMEOUT),
         },
     )
 
 
 def prepull_images(config: ClusterConfig) -> str:
     return invocation(
+        config,
         "prepull-images.sh",
         {
             "IMAGE_REPOSITORY": config.kubernetes.image_repository,
             "EXTRA_IMAGES": " ".join(calico_node_images(config.kubernetes.calico_version)),
-            "PULL_TIMEOUT_SECONDS": str(PULL_TIMEOUT),
+            "PULL_TIMEOUT_SECONDS": bound(config, PULL_TIMEOUT),
         },
     )
 
 
 def kubeadm_init(config: ClusterConfig) -> str:
     return invocation(
+        config,
         "kubeadm-init.sh",
         {
             "KUBEADM_CONFIG": render_kubeadm_config(config),
             "KUBE_USER": config.ssh.user,
-            "INIT_TIMEOUT_SECONDS": str(INIT_TIMEOUT),
+            "INIT_TIMEOUT_SECONDS": bound(config, INIT_TIMEOUT),
+            "API_WAIT_TIMEOUT_SECONDS": bound(config, INIT_API_WAIT_TIMEOUT),
         },
     )
 
@@ -148,47 +175,73 @@ def kubeadm_init(config: ClusterConfig) -> str:
 def calico(config: ClusterConfig) -> str:
     crds, operator = calico_manifest_urls(config)
     return invocation(
+        config,
         "calico.sh",
         {
             "CALICO_OPERATOR_CRDS_URL": crds,
             "CALICO_OPERATOR_URL": operator,
             "CALICO_INSTALLATION": render_calico_installation(config),
-            "CALICO_TIMEOUT_SECONDS": str(CALICO_TIMEOUT),
+            "CALICO_TIMEOUT_SECONDS": bound(config, CALICO_TIMEOUT),
         },
     )
 
 
-def kubeadm_join(worker: NodeSpec) -> str:
-    """Reads the join command (a secret) from stdin."""
-    return invocation("kubeadm-join.sh", {"NODE_NAME": worker.name, "JOIN_TIMEOUT_SECONDS": str(JOIN_TIMEOUT)})
+def kubeadm_join(config: ClusterConfig, worker: NodeSpec) -> str:
+    """Reads the join command (a secret) from stdin; its token and CA hash complete JOIN_CONFIGURATION on the node."""
+    return invocation(
+        config,
+        "kubeadm-join.sh",
+        {
+            "NODE_NAME": worker.name,
+            "JOIN_CONFIGURATION": render_join_configuration(config, worker),
+            "JOIN_TIMEOUT_SECONDS": bound(config, JOIN_TIMEOUT),
+        },
+    )
 
 
-def node_ready(worker: NodeSpec) -> str:
-    return invocation("node-ready.sh", {"NODE_NAME": worker.name, "READY_TIMEOUT_SECONDS": str(READY_TIMEOUT)})
+def node_ready(config: ClusterConfig, worker: NodeSpec) -> str:
+    return invocation(
+        config, "node-ready.sh", {"NODE_NAME": worker.name, "READY_TIMEOUT_SECONDS": bound(config, READY_TIMEOUT)}
+    )
 
 
 def reset_node(config: ClusterConfig) -> str:
-    return invocation("reset-node.sh", {"KUBE_USER": config.ssh.user})
+    return invocation(
+        config, "reset-node.sh", {"KUBE_USER": config.ssh.user, "RESET_TIMEOUT_SECONDS": bound(config, RESET_TIMEOUT)}
+    )
 
 
-def drain_node(worker: NodeSpec) -> str:
-    return invocation("drain-node.sh", {"NODE_NAME": worker.name, "DRAIN_TIMEOUT_SECONDS": str(DRAIN_TIMEOUT)})
+def drain_node(config: ClusterConfig, worker: NodeSpec) -> str:
+    return invocation(
+        config,
+        "drain-node.sh",
+        {
+            "NODE_NAME": worker.name,
+            "DRAIN_TIMEOUT_SECONDS": bound(config, DRAIN_TIMEOUT),
+            "API_WAIT_TIMEOUT_SECONDS": bound(config, DRAIN_API_WAIT_TIMEOUT),
+        },
+    )
 
 
 def cluster_ready(config: ClusterConfig) -> str:
     return invocation(
+        config,
         "cluster-ready.sh",
-        {"EXPECTED_NODES": " ".join(node.name for node in config.nodes), "READY_TIMEOUT_SECONDS": str(READY_TIMEOUT)},
+        {
+            "EXPECTED_NODES": " ".join(node.name for node in config.nodes),
+            "READY_TIMEOUT_SECONDS": bound(config, READY_TIMEOUT),
+        },
     )
 
 
 def smoke_test(config: ClusterConfig) -> str:
     return invocation(
+        config,
         "smoke-test.sh",
         {
             "SMOKE_IMAGE": SMOKE_IMAGE,
             "NODE_IPS": " ".join(str(node.ip) for node in config.nodes),
-            "SMOKE_TIMEOUT_SECONDS": str(SMOKE_TIMEOUT),
+            "SMOKE_TIMEOUT_SECONDS": bound(config, SMOKE_TIMEOUT),
         },
     )
 
@@ -208,7 +261,7 @@ class NodeCommands:
 
 def node_commands(config: ClusterConfig) -> NodeCommands:
     return NodeCommands(
-        wait_for_boot=wait_for_boot(),
+        wait_for_boot=wait_for_boot(config),
         hosts_file=hosts_file(config),
         os_prep=os_prep(config),
         container_runtime=container_runtime(config),

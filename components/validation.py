@@ -1,7 +1,8 @@
 """Turn the merged stack config (raw values as the Pulumi CLI hands them over) into a validated ClusterConfig.
 
 Every problem is collected and reported at once, each naming the key, the value and the fix, before any resource is
-registered. Nothing here touches Pulumi: it is a pure function of a mapping, so every rule is unit-tested directly.
+registered. Nothing here touches Pulumi: it is a function of a mapping (plus, for a local imageUrl, that file), so
+every rule is unit-tested directly.
 """
 
 from __future__ import annotations
@@ -9,22 +10,28 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import posixpath
 import json
 import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote, urlparse
 
 from components.addressing import derive_mac
 from components.config import (
+    ACCELERATORS,
     CONTROL_PLANE,
     ROLES,
     ClusterConfig,
+    ImageSpec,
     KubernetesSpec,
     NetworkSpec,
     NodeSpec,
     SshSpec,
+    TimeoutScale,
 )
 from components import versions
 
@@ -54,6 +61,10 @@ SSH_PUBLIC_KEY_TYPES = frozenset(
 )
 PRIVATE_KEY_HEADER = re.compile(r"-----BEGIN (OPENSSH|RSA|EC|DSA)? ?PRIVATE KEY-----")
 VERSION = re.compile(r"^1\.(\d+)(\.(\d+))?$")
+# timeoutScale: at most two decimals, so it is an exact whole percentage (the node scripts compute in integers).
+SCALE = re.compile(r"^\d+(\.\d{1,2})?$")
+MAX_TIMEOUT_SCALE = 20  # 30-minute steps become 10 hours: beyond that a host is too slow to be worth waiting for
+QCOW2_MAGIC = b"QFI\xfb"
 SEMVER = re.compile(r"^\d+\.\d+\.\d+$")
 
 
@@ -112,10 +123,12 @@ def parse_cluster_config(raw: RawConfig) -> ClusterConfig:
         scalars.structured("nodes", list), network, problems, (default_vcpus, default_memory, default_disk)
     )
     ssh = _parse_ssh(raw, scalars, problems)
-    image_url = scalars.string("imageUrl", pattern=re.compile(r"^(https?://|/)\S+$"), fix="an http(s) URL or an absolute path")
+    image = _parse_image(scalars.string("imageUrl"), problems)
     storage_pool = scalars.string("storagePool", pattern=POOL_NAME, fix="the name of a libvirt storage pool")
-    kubernetes = _parse_kubernetes(scalars, problems, network, nodes, image_url)
+    kubernetes = _parse_kubernetes(scalars, problems, network, nodes, image.configured if image else "")
     protect = scalars.boolean("protectControlPlane", required=False)
+    accelerator = scalars.choice("accelerator", ACCELERATORS)
+    timeouts = scalars.timeout_scale("timeoutScale")
 
     if problems:
         raise ConfigError(problems.items)
@@ -123,11 +136,58 @@ def parse_cluster_config(raw: RawConfig) -> ClusterConfig:
         nodes=tuple(nodes),
         network=network,  # type: ignore[arg-type]  # not None when there are no problems
         ssh=ssh,
-        image_url=image_url,
+        image=image,  # type: ignore[arg-type]
         storage_pool=storage_pool,
         kubernetes=kubernetes,  # type: ignore[arg-type]
         protect_control_plane=bool(protect),
+        accelerator=accelerator,  # type: ignore[arg-type]
+        timeouts=timeouts,
     )
+
+
+def _parse_image(value: str, problems: Problems) -> ImageSpec | None:
+    """An http(s) URL, a file:///abs/path URL or an absolute path. A local file is read by the libvirt provider on
+    the machine running Pulumi, so it must exist there already at preview time, and be qcow2 (the base volume's
+    format). The provider gets a file:// URL for it, percent-encoded: it parses `source` as a URL, so a bare path
+    with '%', '?' or '#' in it would be misread."""
+    if not value:
+        return None
+    fix = "an http(s) URL, a file:///absolute/path.qcow2 URL or an absolute path to a qcow2 image"
+    parsed = urlparse(value)
+    if parsed.scheme in ("http", "https"):
+        if not parsed.netloc or re.search(r"\s", value):
+            problems.add("imageUrl", value, "is not a valid http(s) URL", f"use {fix}")
+            return None
+        name = posixpath.basename(parsed.path) or "base.img"
+        return ImageSpec(configured=value, source=value, file_name=name)
+    if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            problems.add("imageUrl", value, f"names the host {parsed.netloc!r} (a file URL is read on this machine)", "write file:///absolute/path.qcow2 (three slashes)")
+            return None
+        path_text = unquote(parsed.path)
+    elif parsed.scheme and len(parsed.scheme) > 1:
+        problems.add("imageUrl", value, f"has the unsupported scheme {parsed.scheme!r}", f"use {fix}")
+        return None
+    else:
+        path_text = value
+    path = Path(path_text)
+    if not path.is_absolute():
+        problems.add("imageUrl", value, "is a relative path (Pulumi may run the program from another directory)", f"use an absolute path, e.g. {Path.cwd() / path_text}")
+        return None
+    if not path.is_file():
+        what = "is a directory, not an image file" if path.is_dir() else "does not exist on this machine"
+        problems.add("imageUrl", value, what, "download the qcow2 image first (e.g. curl -fLo /var/tmp/image.qcow2 URL), or use an http(s) URL")
+        return None
+    try:
+        with path.open("rb") as image:
+            magic = image.read(4)
+    except OSError as error:
+        problems.add("imageUrl", value, f"cannot be read ({error.strerror})", "make the file readable by the user running Pulumi")
+        return None
+    if magic != QCOW2_MAGIC:
+        problems.add("imageUrl", value, "is not a qcow2 image", "convert it with `qemu-img convert -O qcow2 IN OUT`, or use a cloud image in qcow2 format")
+        return None
+    return ImageSpec(configured=value, source="file://" + quote(str(path)), file_name=path.name)
 
 
 class _Scalars:
@@ -184,6 +244,25 @@ class _Scalars:
         if value not in choices:
             self.problems.add(key, value, "is not a known value", f"use one of {', '.join(choices)}")
         return value
+
+    def timeout_scale(self, key: str) -> TimeoutScale:
+        """A number from 1 to MAX_TIMEOUT_SCALE (Pulumi.yaml has no number type: it arrives as a string)."""
+        value = self._value(key)
+        if value is None:
+            return TimeoutScale(100)
+        fix = f"use a number from 1 to {MAX_TIMEOUT_SCALE} with at most two decimals, e.g. `pulumi config set {key} 4` on a TCG host"
+        if not SCALE.match(value.strip()):
+            self.problems.add(key, value, "is not a number", fix)
+            return TimeoutScale(100)
+        whole, _, fraction = value.strip().partition(".")
+        percent = int(whole) * 100 + int(fraction.ljust(2, "0"))
+        if percent < 100:
+            self.problems.add(key, value, "is below 1 (it would cut every bound short)", fix)
+        elif percent > MAX_TIMEOUT_SCALE * 100:
+            self.problems.add(key, value, f"is above {MAX_TIMEOUT_SCALE} (a step would wait for hours)", fix)
+        else:
+            return TimeoutScale(percent)
+        return TimeoutScale(100)
 
     def structured(self, key: str, kind: type) -> Any:
         value = self._value(key)
@@ -485,6 +564,14 @@ def _parse_kubernetes(
     for key in ("dockerAptMirror", "kubernetesAptMirror", "calicoManifestUrl"):
         if not re.match(r"^https?://\S+$", overrides[key]):
             problems.add(key, overrides[key], "is not an http(s) URL", "give the base URL of the mirror, or leave it empty")
+    # Each node picks its distribution's repository below this directory (ubuntu/ or debian/, from /etc/os-release).
+    if re.search(r"/(ubuntu|debian)/?$", overrides["dockerAptMirror"]):
+        problems.add(
+            "dockerAptMirror",
+            overrides["dockerAptMirror"],
+            "names one distribution's repository (each node adds ubuntu/ or debian/ itself)",
+            f"drop the last path segment, e.g. {overrides['dockerAptMirror'].rstrip('/').rsplit('/', 1)[0]}",
+        )
     if not re.match(r"^[a-z0-9.-]+(:\d+)?(/[a-z0-9._-]+)*$", overrides["imageRepository"]):
         problems.add("imageRepository", overrides["imageRepository"], "is not an image repository", "e.g. registry.k8s.io")
     if problems or match is None or pod_subnet is None or service_subnet is None:

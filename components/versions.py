@@ -30,15 +30,17 @@ CALICO_NODE_IMAGES = ("node", "cni", "pod2daemon-flexvol", "csi", "node-driver-r
 
 # Where packages and images come from. `china` is the tutorial's Aliyun setup, made current
 # (kubernetes-new replaces the frozen kubernetes-xenial copy). Explicit keys override a profile entry.
+# dockerAptMirror is the directory above Docker's per-distribution repositories: each node appends its
+# /etc/os-release ID (ubuntu or debian), so one stack config serves both guest distributions.
 MIRRORS: dict[str, dict[str, str]] = {
     "global": {
-        "dockerAptMirror": "https://download.docker.com/linux/ubuntu",
+        "dockerAptMirror": "https://download.docker.com/linux",
         "kubernetesAptMirror": "https://pkgs.k8s.io/core:/stable:",
         "imageRepository": "registry.k8s.io",
         "calicoManifestUrl": "https://raw.githubusercontent.com/projectcalico/calico/v{calico_version}/manifests",
     },
     "china": {
-        "dockerAptMirror": "https://mirrors.aliyun.com/docker-ce/linux/ubuntu",
+        "dockerAptMirror": "https://mirrors.aliyun.com/docker-ce/linux",
         "kubernetesAptMirror": "https://mirrors.aliyun.com/kubernetes-new/core/stable",
         "imageRepository": "registry.aliyuncs.com/google_containers",
         "calicoManifestUrl": "https://raw.githubusercontent.com/projectcalico/calico/v{calico_version}/manifests",

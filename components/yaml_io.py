@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+YAMLError = yaml.YAMLError  # what `load` raises on malformed text
 _SafeDumperBase = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 

@@ -102,6 +102,18 @@ CASES = [
     ("unknown proxy mode", {"kubeProxyMode": "nftables"}, ["kubeProxyMode: 'nftables'", "ipvs, iptables"]),
     ("bad registry mirror", {"registryMirrors": ["mirror.example.com"]}, ["registryMirrors[0]", "not an http(s) URL"]),
     ("bad docker version", {"dockerVersion": "latest"}, ["dockerVersion: 'latest' is not a version"]),
+    ("docker mirror names a distribution", {"dockerAptMirror": "https://download.docker.com/linux/ubuntu"}, ["dockerAptMirror", "names one distribution's repository", "e.g. https://download.docker.com/linux"]),
+    ("unknown accelerator", {"accelerator": "hvf"}, ["accelerator: 'hvf' is not a known value", "kvm, tcg"]),
+    ("timeout scale below 1", {"timeoutScale": "0.5"}, ["timeoutScale: '0.5' is below 1", "from 1 to 20"]),
+    ("timeout scale above 20", {"timeoutScale": "25"}, ["timeoutScale: '25' is above 20"]),
+    ("timeout scale not a number", {"timeoutScale": "fast"}, ["timeoutScale: 'fast' is not a number"]),
+    ("timeout scale too precise", {"timeoutScale": "1.125"}, ["timeoutScale: '1.125' is not a number", "at most two decimals"]),
+    ("image relative path", {"imageUrl": "images/jammy.qcow2"}, ["imageUrl: 'images/jammy.qcow2' is a relative path", "use an absolute path"]),
+    ("image missing file", {"imageUrl": "/nonexistent/jammy.qcow2"}, ["imageUrl: '/nonexistent/jammy.qcow2' does not exist on this machine", "download the qcow2 image first"]),
+    ("image missing file url", {"imageUrl": "file:///nonexistent/debian-12.qcow2"}, ["imageUrl: 'file:///nonexistent/debian-12.qcow2' does not exist"]),
+    ("image file url with a host", {"imageUrl": "file://server/images/a.qcow2"}, ["imageUrl", "names the host 'server'", "three slashes"]),
+    ("image unsupported scheme", {"imageUrl": "ftp://mirror.example.com/a.qcow2"}, ["imageUrl", "unsupported scheme 'ftp'"]),
+    ("image is a directory", {"imageUrl": "/tmp"}, ["imageUrl: '/tmp' is a directory"]),
 ]
 
 
@@ -168,3 +180,43 @@ def test_invalid_config_stops_the_program_before_any_resource() -> None:
     assert "3 problems" in message and "vcpus: 1 is below 2" in message and "holds 1 node /24 blocks" in message
     registered = pulumi.runtime.settings.get_monitor().registrations
     assert registered == []
+
+
+def qcow2_file(path) -> str:
+    path.write_bytes(b"QFI\xfb" + bytes(60))  # the qcow2 magic is all validation reads
+    return str(path)
+
+
+def test_local_image_as_path_or_file_url_becomes_a_file_url_source(tmp_path) -> None:
+    image = qcow2_file(tmp_path / "debian 12%.qcow2")  # a space and a '%': the provider parses source as a URL
+    expected = "file://" + str(tmp_path).replace(" ", "%20") + "/debian%2012%25.qcow2"
+    for value in (image, expected):
+        config = parse_cluster_config(RawConfig(dev_values(imageUrl=value)))
+        assert config.image.source == expected and config.image.file_name == "debian 12%.qcow2", value
+        assert config.image.configured == value
+
+
+def test_http_image_is_passed_unchanged() -> None:
+    config = parse_cluster_config(RawConfig(dev_values()))
+    assert config.image.source == config.image.configured == merged_config("dev")["kubeadm-libvirt:imageUrl"]
+    assert config.image.file_name == "bionic-server-cloudimg-amd64.img"
+
+
+def test_a_local_file_that_is_not_qcow2_is_refused(tmp_path) -> None:
+    raw = tmp_path / "image.raw"
+    raw.write_bytes(bytes(64))
+    assert any(f"imageUrl: '{raw}' is not a qcow2 image" in problem for problem in problems_for(imageUrl=str(raw)))
+
+
+def test_accelerator_and_timeout_scale_are_parsed() -> None:
+    config = parse_cluster_config(RawConfig(dev_values(accelerator="tcg", timeoutScale="1.5")))
+    assert config.accelerator == "tcg" and config.timeouts.percent == 150
+    assert config.timeouts.seconds(900) == 1350 and config.timeouts.duration(1800) == "45m"
+    default = parse_cluster_config(RawConfig(dev_values()))
+    assert default.accelerator == "kvm" and default.timeouts.percent == 100
+
+
+def test_a_debian_12_image_is_cgroup_v2() -> None:
+    url = "https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-genericcloud-amd64.qcow2"
+    config = parse_cluster_config(RawConfig(dev_values(kubernetesVersion="1.35", imageUrl=url)))
+    assert config.kubernetes.minor_number == 35 and not config.kubernetes.allow_cgroup_v1

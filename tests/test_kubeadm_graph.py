@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -224,3 +225,77 @@ def test_options_flow_into_the_steps() -> None:
     assert json.loads(runtime["DOCKER_DAEMON_JSON"])["registry-mirrors"] == ["https://hub.example.com"]
     assert runtime["SANDBOX_IMAGE"] == "registry.aliyuncs.com/google_containers/pause:3.10.1"
     assert runtime["CONTAINERD_REGISTRY_HOSTS"].startswith("docker.io\t")
+
+
+def test_workers_join_with_a_join_configuration(dev_run: StackRun) -> None:
+    ((_, env, _),) = split_invocation(dev_run.named(f"{SLAVE1}-kubeadm-join").input("create"))
+    join = yaml.safe_load(env["JOIN_CONFIGURATION"])
+    assert join["apiVersion"] == "kubeadm.k8s.io/v1beta4" and join["kind"] == "JoinConfiguration"
+    assert join["nodeRegistration"] == {"name": SLAVE1, "criSocket": "unix:///var/run/containerd/containerd.sock"}
+    assert join["discovery"]["bootstrapToken"]["apiServerEndpoint"] == "192.168.141.130:6443"
+    assert join["timeouts"] == {"discovery": "5m", "tlsBootstrap": "5m", "kubeletHealthCheck": "4m", "kubernetesAPICall": "1m"}
+
+
+FAKE_KUBEADM = """#!/bin/sh
+# kubeadm for the sandbox: accepts the config it is given and records it
+case "$1 $2" in
+  "config validate") [ "$3" = --help ] || cp "$4" "$SANDBOX/validated.yaml" ;;
+  "join --config") cp "$3" "$SANDBOX/joined.yaml"; mkdir -p "$SANDBOX/etc/kubernetes"; : >"$SANDBOX/etc/kubernetes/kubelet.conf"
+                   echo "[discovery] using token abcdef.0123456789abcdef" ;;
+  *) exit 1 ;;
+esac
+"""
+
+
+def run_join_in_sandbox(tmp_path: Path, create: str, stdin: str) -> subprocess.CompletedProcess[str]:
+    """The kubeadm-join text the stack sends, with its /etc/kubernetes and log paths moved into tmp_path and a fake
+    kubeadm on PATH: the script's own parsing and file handling run for real, nothing on this machine changes."""
+    ((step, env, script),) = split_invocation(create)
+    script = script.replace("/etc/kubernetes", f"{tmp_path}/etc/kubernetes").replace("/var/log/kubeadm-libvirt", f"{tmp_path}/log")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "kubeadm").write_text(FAKE_KUBEADM)
+    (bin_dir / "kubeadm").chmod(0o755)
+    return subprocess.run(
+        ["bash", "-c", script, step],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**env, "PATH": f"{bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin", "SANDBOX": str(tmp_path)},
+    )
+
+
+def test_kubeadm_join_completes_its_configuration_from_stdin(tmp_path: Path, dev_run: StackRun) -> None:
+    join_step = dev_run.named(f"{SLAVE1}-kubeadm-join")
+    token, ca_hash = "abcdef.0123456789abcdef", "sha256:" + "0" * 64
+    result = run_join_in_sandbox(tmp_path, join_step.input("create"), join_step.input("stdin") + "\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"node {SLAVE1} joined\n"
+    joined = yaml.safe_load((tmp_path / "joined.yaml").read_text())
+    assert (tmp_path / "validated.yaml").read_text() == (tmp_path / "joined.yaml").read_text()
+    assert joined["discovery"]["bootstrapToken"] == {
+        "apiServerEndpoint": "192.168.141.130:6443", "token": token, "caCertHashes": [ca_hash]
+    }  # fmt: skip
+    assert joined["nodeRegistration"]["name"] == SLAVE1 and joined["timeouts"]["tlsBootstrap"] == "5m"
+    log = (tmp_path / "log" / "kubeadm-join.log").read_text()
+    assert "<redacted-token>" in log and token not in log and token not in result.stderr
+    again = run_join_in_sandbox(tmp_path, join_step.input("create"), "")
+    assert again.returncode == 0 and "already joined" in again.stderr
+
+
+@pytest.mark.parametrize(
+    ("stdin", "message"),
+    [
+        ("kubeadm join 10.0.0.9:6443 --token abcdef.0123456789abcdef --discovery-token-ca-cert-hash sha256:" + "0" * 64,
+         "is for '10.0.0.9:6443', JOIN_CONFIGURATION for '192.168.141.130:6443'"),
+        ("kubeadm join 192.168.141.130:6443 --token abcdef.0123456789abcdef", "no --discovery-token-ca-cert-hash"),
+        ("kubeadm join 192.168.141.130:6443 --token abcdef.0123456789abcdef --discovery-token-ca-cert-hash sha256:" + "0" * 64
+         + " --control-plane", "unexpected option --control-plane"),
+    ],
+    ids=["other endpoint", "no CA pinning", "control-plane join"],
+)  # fmt: skip
+def test_kubeadm_join_refuses_a_bad_join_command(tmp_path: Path, dev_run: StackRun, stdin: str, message: str) -> None:
+    result = run_join_in_sandbox(tmp_path, dev_run.named(f"{SLAVE1}-kubeadm-join").input("create"), stdin + "\n")
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert "abcdef.0123456789abcdef" not in result.stderr and not (tmp_path / "joined.yaml").exists()

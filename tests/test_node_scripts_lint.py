@@ -140,3 +140,74 @@ def test_sleep_only_inside_bounded_loops(path):
 def test_no_appends_under_etc(path):
     for number, line in enumerate(path.read_text().splitlines(), 1):
         assert not APPEND_UNDER_ETC.search(line), f"line {number}: append to a file under /etc: {line.strip()}"
+
+
+# A bound written as a number inside a script would not stretch with timeoutScale: every one goes through
+# `scaled N` (lib/common.sh) or is a *_TIMEOUT_SECONDS input the program passes scaled.
+LITERAL_BOUNDS = re.compile(
+    r"--request-timeout=\d|--timeout=\d|--max-time \d|--connect-timeout \d|\btimeout (-k )?\d|-k \d|read -r -t \d"
+    r"|^timeout: \d|SECONDS \+ \d"
+)
+
+
+@pytest.mark.parametrize("path", ALL_FILES, ids=lambda p: p.relative_to(SCRIPTS_DIR).as_posix())
+def test_no_unscaled_literal_bounds(path):
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        code = "" if line.lstrip().startswith("#") else line.split(" #", 1)[0]
+        assert not LITERAL_BOUNDS.search(code.strip()), f"line {number}: a bound that timeoutScale does not reach: {line.strip()}"
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_every_script_checks_its_timeout_scale_first(script):
+    text = script.read_text()
+    assert "timeout_scale_input" in text
+    if "exit_on_problems" in text:
+        assert text.index("timeout_scale_input") < text.index("exit_on_problems")
+
+
+def library(snippet: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run a snippet after lib/common.sh, which only defines things."""
+    return subprocess.run(
+        ["bash", "-c", LIBRARY.read_text() + "\n" + snippet, "lib-test"], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", **env}
+    )
+
+
+def test_scaled_rounds_up_like_the_program():
+    from components.config import TimeoutScale
+    from components.validation import MAX_TIMEOUT_SCALE
+
+    assert MAX_TIMEOUT_SCALE * 100 == 2000  # the library's TIMEOUT_SCALE_PERCENT range ends where validation's does
+    for percent in (100, 133, 150, 300, 2000):
+        result = library("timeout_scale_input; exit_on_problems; for s in 5 10 15 60 300; do scaled $s; done", TIMEOUT_SCALE_PERCENT=str(percent))
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.split() == [str(TimeoutScale(percent).seconds(s)) for s in (5, 10, 15, 60, 300)]
+    assert library("timeout_scale_input; scaled 10").stdout.strip() == "10"  # by hand, without the input: scale 1
+    for bad in ("99", "2001", "1.5", "x"):
+        result = library("timeout_scale_input; exit_on_problems", TIMEOUT_SCALE_PERCENT=bad)
+        assert result.returncode == 2 and f"TIMEOUT_SCALE_PERCENT='{bad}'" in result.stderr
+
+
+def test_upstream_version_of_ubuntu_and_debian_docker_packages():
+    versions = ["5:24.0.2-1~ubuntu.18.04~bionic", "5:24.0.2-1~debian.12~bookworm", "1.6.21-1", "1.34.3-1.1"]
+    result = library("for v in " + " ".join(versions) + '; do upstream_of "$v"; echo; done')
+    assert result.stdout.split() == ["24.0.2", "24.0.2", "1.6.21", "1.34.3"]
+
+
+@pytest.mark.parametrize(
+    ("os_release", "expected"),
+    [
+        ('NAME="Ubuntu"\nVERSION="18.04.6 LTS (Bionic Beaver)"\nID=ubuntu\nID_LIKE=debian\nVERSION_CODENAME=bionic\n', "ubuntu bionic"),
+        ('PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nVERSION_ID="12"\nVERSION_CODENAME=bookworm\nID=debian\n', "debian bookworm"),
+    ],
+    ids=["ubuntu-18.04", "debian-12"],
+)
+def test_distribution_and_codename_come_from_os_release(tmp_path, os_release, expected):
+    path = tmp_path / "os-release"
+    path.write_text(os_release)
+    result = library(f'OS_RELEASE={path}; echo "$(os_release ID) $(os_release VERSION_CODENAME)"')
+    assert result.stdout.strip() == expected
+
+
+def test_the_docker_repository_is_chosen_per_distribution():
+    text = (SCRIPTS_DIR / "install-container-runtime.sh").read_text()
+    assert "repo=$base/$distro" in text and "os_release VERSION_CODENAME" in text and "lsb_release" not in text

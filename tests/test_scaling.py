@@ -4,13 +4,16 @@ differ are exactly the ones the change is about."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from components import steps
 from components.mockrun import StackRun, run_program
+from components.plan import split_invocation
 
 MASTER = {"name": "kubernetes-master", "role": "control-plane", "ip": "192.168.141.130"}
 SLAVE1 = {"name": "kubernetes-slave1", "role": "worker", "ip": "192.168.141.131"}
@@ -108,3 +111,78 @@ def test_changing_the_shared_library_reruns_every_script_step(edited_scripts: Pa
 def test_changing_the_pod_subnet_touches_the_control_plane_steps_only() -> None:
     _, _, changed = compare(run_program("dev"), run_program("dev", overrides={"podSubnet": "10.200.0.0/16"}))
     assert changed == {"kubernetes-master-kubeadm-init", "kubernetes-master-calico"}
+
+
+# --- timeoutScale: every bound the program sets or passes on is multiplied -----------------------
+
+DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def go_seconds(duration: str) -> int:
+    match = DURATION.match(duration)
+    assert match and duration, f"not a Go duration: {duration!r}"
+    hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def bounds(run) -> dict[str, int]:
+    """Every bound of a run, by a stable name: Pulumi custom timeouts, SSH dial limits, the scripts' *_TIMEOUT_SECONDS
+    inputs and scale, and kubeadm's own timeouts (init and join configurations)."""
+    found: dict[str, int] = {}
+    for resource in run.registrations:
+        for phase, duration in resource.custom_timeouts.items():
+            found[f"{resource.name} customTimeouts.{phase}"] = go_seconds(duration)
+        if resource.type != "command:remote:Command":
+            continue
+        connection = resource.input("connection")
+        found[f"{resource.name} dialErrorLimit"] = connection["dialErrorLimit"]
+        found[f"{resource.name} perDialTimeout"] = connection["perDialTimeout"]
+        for hook in ("create", "delete"):
+            if not resource.input(hook) or "bash -c" not in resource.input(hook):
+                continue
+            for step, env, _ in split_invocation(resource.input(hook)):
+                for key, value in env.items():
+                    if key.endswith("_TIMEOUT_SECONDS") or key == "TIMEOUT_SCALE_PERCENT":
+                        found[f"{resource.name} {hook} {step} {key}"] = int(value)
+                for key in ("KUBEADM_CONFIG", "JOIN_CONFIGURATION"):
+                    for document in yaml.safe_load_all(env.get(key, "")):
+                        for field, duration in ((document or {}).get("timeouts") or {}).items():
+                            found[f"{resource.name} {key} {document['kind']}.timeouts.{field}"] = go_seconds(duration)
+    return found
+
+
+def test_timeout_scale_multiplies_every_bound() -> None:
+    base, tripled = bounds(run_program("dev")), bounds(run_program("dev", overrides={"timeoutScale": "3"}))
+    assert base.keys() == tripled.keys()
+    assert {name: value * 3 for name, value in base.items()} == tripled
+    # Every kind of bound is there: otherwise the comparison above would prove little.
+    kinds = {name.split(" ")[-1].split(".")[0] for name in base}
+    assert {"customTimeouts", "dialErrorLimit", "perDialTimeout", "TIMEOUT_SCALE_PERCENT", "BOOT_TIMEOUT_SECONDS",
+            "APT_LOCK_TIMEOUT_SECONDS", "RUNTIME_READY_TIMEOUT_SECONDS", "INIT_TIMEOUT_SECONDS", "API_WAIT_TIMEOUT_SECONDS",
+            "CALICO_TIMEOUT_SECONDS", "PULL_TIMEOUT_SECONDS", "JOIN_TIMEOUT_SECONDS", "READY_TIMEOUT_SECONDS",
+            "RESET_TIMEOUT_SECONDS", "DRAIN_TIMEOUT_SECONDS", "SMOKE_TIMEOUT_SECONDS"} <= kinds  # fmt: skip
+    kubeadm = {name.rsplit(".", 1)[-1] for name in base if ".timeouts." in name}
+    assert kubeadm == {"controlPlaneComponentHealthCheck", "kubeletHealthCheck", "kubernetesAPICall", "etcdAPICall",
+                       "discovery", "tlsBootstrap"}  # fmt: skip
+    assert all(value == 100 for name, value in base.items() if name.endswith("TIMEOUT_SCALE_PERCENT"))
+
+
+def test_a_fractional_scale_rounds_every_bound_up() -> None:
+    base, scaled = bounds(run_program("dev")), bounds(run_program("dev", overrides={"timeoutScale": "1.33"}))
+    for name, value in base.items():
+        expected = 133 if name.endswith("TIMEOUT_SCALE_PERCENT") else -(-value * 133 // 100)
+        assert scaled[name] == expected, name
+
+
+@pytest.mark.parametrize("scale", ["1", "4"])
+def test_every_script_bound_ends_before_the_engine_kills_its_step(scale: str) -> None:
+    """A slow step must end with its script's own timeout message, never be cut off by Pulumi's custom timeout."""
+    run = run_program("dev", overrides={"timeoutScale": scale, "accelerator": "tcg"})
+    for step in run.of_type("command:remote:Command"):
+        for hook, phase in (("create", "create"), ("delete", "delete")):
+            if not step.input(hook) or "bash -c" not in step.input(hook):
+                continue
+            limit = go_seconds(step.custom_timeouts[phase])
+            for script, env, _ in split_invocation(step.input(hook)):
+                waits = {key: int(value) for key, value in env.items() if key.endswith("_TIMEOUT_SECONDS")}
+                assert sum(waits.values()) < limit, (step.name, script, waits, limit)

@@ -183,3 +183,27 @@ def test_host_keys_are_generated_installed_and_pinned(dev_run: StackRun) -> None
     for command in dev_run.of_type("command:remote:Command"):
         connection = command.input("connection")
         assert connection["hostKey"] == pinned[connection["host"]], command.name
+
+
+def test_accelerator_sets_the_domain_type_and_cpu(dev_run: StackRun) -> None:
+    for node in NODE_NAMES:
+        kvm = dev_run.named(f"{node}-domain").inputs
+        assert kvm["type"] == "kvm" and kvm["cpu"] == {"mode": "host-passthrough"}
+    tcg_run = run_program("dev", overrides={"accelerator": "tcg"})
+    for node in NODE_NAMES:
+        tcg = tcg_run.named(f"{node}-domain").inputs
+        # software emulation; host-passthrough needs KVM, and the SDK cannot name a model: libvirt's default CPU
+        assert tcg["type"] == "qemu" and "cpu" not in tcg
+
+
+def test_a_local_image_is_uploaded_from_a_file_url(tmp_path) -> None:
+    image = tmp_path / "debian-12-genericcloud-amd64.qcow2"
+    image.write_bytes(b"QFI\xfb" + bytes(60))
+    run = run_program("dev", overrides={"imageUrl": str(image)})
+    base = run.named("kubeadm-libvirt-base-image").inputs
+    assert base["source"] == f"file://{image}" and base["name"] == "kubeadm-libvirt-debian-12-genericcloud-amd64.qcow2"
+
+
+def test_timeout_scale_stretches_the_domain_create_timeout() -> None:
+    run = run_program("dev", overrides={"timeoutScale": "3"})
+    assert {run.named(f"{node}-domain").custom_timeouts["create"] for node in NODE_NAMES} == {"45m"}

@@ -2,10 +2,11 @@
 # calico.sh: install Calico through the tigera-operator (CRDs, operator, Installation/APIServer) and wait until it is Available.
 # Safe to re-run: every apply is declarative (server-side for the large manifests), the wait is bounded.
 # Inputs (env): CALICO_OPERATOR_CRDS_URL, CALICO_OPERATOR_URL (manifest URLs), CALICO_INSTALLATION (YAML),
-#               CALICO_TIMEOUT_SECONDS (bounds the whole step).
+#               CALICO_TIMEOUT_SECONDS (bounds the whole step), TIMEOUT_SCALE_PERCENT (optional).
 set -euo pipefail
 
 # --- inputs (all checked before anything changes; exit 2 when invalid) ------------------------
+timeout_scale_input
 check_input CALICO_OPERATOR_CRDS_URL is_http_url "expected an http(s) URL of a manifest"
 check_input CALICO_OPERATOR_URL is_http_url "expected an http(s) URL of a manifest"
 installation=${CALICO_INSTALLATION-}
@@ -28,7 +29,7 @@ timed_out() { report_not_ready; die "$1 within CALICO_TIMEOUT_SECONDS=${CALICO_T
 apply_manifest_url() {
   local rc=0
   log "applying $1"
-  timeout -k 10 "$(remaining)" kubectl --kubeconfig "$ADMIN_CONF" apply --server-side --force-conflicts -f "$1" >&2 || rc=$?
+  timeout -k "$(scaled 10)" "$(remaining)" kubectl --kubeconfig "$ADMIN_CONF" apply --server-side --force-conflicts -f "$1" >&2 || rc=$?
   if is_timeout_exit "$rc"; then timed_out "applying $1 did not finish"; fi
   ((rc == 0)) || die "kubectl apply of $1 failed (exit $rc)"
 }
@@ -55,7 +56,7 @@ done
 
 # The operator creates tigerastatus/calico only once it has picked up the Installation.
 log "waiting for tigerastatus/calico to appear"
-until kc get tigerastatus calico -o name --request-timeout=10s >/dev/null 2>&1; do
+until kc get tigerastatus calico -o name --request-timeout="$(scaled 10)s" >/dev/null 2>&1; do
   ((SECONDS < DEADLINE)) || timed_out "tigerastatus/calico was not created"
   sleep 5
 done

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # cluster-hosts.sh: the kubeadm-libvirt block of /etc/hosts ("# BEGIN/END kubeadm-libvirt"): one line per cluster node.
 # Safe to re-run: /etc/hosts is rewritten only when its content differs; lines outside the block are kept as they are.
-# Inputs (env): CLUSTER_HOSTS ("IPV4 HOSTNAME [ALIAS...]" lines, one per cluster node).
+# Inputs (env): CLUSTER_HOSTS ("IPV4 HOSTNAME [ALIAS...]" lines, one per cluster node), TIMEOUT_SCALE_PERCENT (optional).
 set -euo pipefail
 
 BEGIN_MARK='# BEGIN kubeadm-libvirt'
 END_MARK='# END kubeadm-libvirt'
 
 # --- inputs (all checked before anything changes; exit 2 when invalid) ------------------------
+timeout_scale_input # no waits here, but every step takes (and checks) the same scale input
 HOSTNAME_RE='^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$'
 is_hostname() { ((${#1} <= 253)) && [[ $1 =~ $HOSTNAME_RE ]]; }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # cluster-ready.sh: wait until every expected node is Ready and every kube-system / calico-system pod is Running and ready.
 # Safe to re-run: read-only; the wait is bounded and prints exactly what is not ready on timeout.
-# Inputs (env): EXPECTED_NODES (space-separated node names), READY_TIMEOUT_SECONDS.
+# Inputs (env): EXPECTED_NODES (space-separated node names), READY_TIMEOUT_SECONDS, TIMEOUT_SCALE_PERCENT (optional).
 set -euo pipefail
 
 NAMESPACES=(kube-system calico-system)
@@ -9,9 +9,11 @@ NAMESPACES=(kube-system calico-system)
 # --- inputs (all checked before anything else; exit 2 when invalid) ---------------------------
 expected_nodes=()
 list_input expected_nodes EXPECTED_NODES is_node_name "a valid node name (lowercase DNS name)" 1
+timeout_scale_input
 seconds_input READY_TIMEOUT_SECONDS 1
 exit_on_problems
 DEADLINE=$((SECONDS + READY_TIMEOUT_SECONDS))
+request_timeout=$(scaled 15)s
 
 need_admin_conf
 
@@ -22,7 +24,7 @@ check_cluster() {
   not_ready=()
   checked_namespaces=()
   local nodes pods n status ns name phase readies
-  if ! nodes=$(kc --request-timeout=15s get nodes -o jsonpath="$NODE_FMT" 2>&1); then
+  if ! nodes=$(kc --request-timeout="$request_timeout" get nodes -o jsonpath="$NODE_FMT" 2>&1); then
     not_ready+=("API server: ${nodes//$'\n'/ }")
     return 1
   fi
@@ -31,9 +33,9 @@ check_cluster() {
     [[ $status == True ]] || not_ready+=("node $n: ${status:+Ready=}${status:-not registered}")
   done
   for ns in "${NAMESPACES[@]}"; do
-    if [[ $ns != kube-system ]] && ! kc --request-timeout=15s get namespace "$ns" -o name >/dev/null 2>&1; then continue; fi
+    if [[ $ns != kube-system ]] && ! kc --request-timeout="$request_timeout" get namespace "$ns" -o name >/dev/null 2>&1; then continue; fi
     checked_namespaces+=("$ns")
-    if ! pods=$(kc --request-timeout=15s -n "$ns" get pods -o jsonpath="$POD_FMT" 2>&1); then
+    if ! pods=$(kc --request-timeout="$request_timeout" -n "$ns" get pods -o jsonpath="$POD_FMT" 2>&1); then
       not_ready+=("pods in $ns: ${pods//$'\n'/ }")
       continue
     fi

@@ -2,7 +2,7 @@
 # configure-container-runtime.sh: containerd config for kubeadm (CRI on, SystemdCgroup, pause image, certs.d mirrors), optional docker daemon.json.
 # Safe to re-run: files are rewritten only when their content differs; services restart only when their config changed.
 # Inputs (env): SANDBOX_IMAGE, DOCKER_DAEMON_JSON (may be empty), CONTAINERD_REGISTRY_HOSTS (may be empty;
-#   "REGISTRY<TAB>BASE64(hosts.toml)" lines), RUNTIME_READY_TIMEOUT_SECONDS (optional, default 60).
+#   "REGISTRY<TAB>BASE64(hosts.toml)" lines), RUNTIME_READY_TIMEOUT_SECONDS (optional, default 60), TIMEOUT_SCALE_PERCENT.
 set -euo pipefail
 
 CONFIG=/etc/containerd/config.toml
@@ -13,6 +13,7 @@ HOSTS_MARKER='# Managed by kubeadm-libvirt (configure-container-runtime.sh); rem
 make_work_dir
 
 # --- inputs (all checked before anything changes; exit 2 when invalid) ------------------------
+timeout_scale_input
 sandbox_image=${SANDBOX_IMAGE-}
 if ! is_image_ref "$sandbox_image" || ((${#sandbox_image} > 255)); then
   problem "SANDBOX_IMAGE='$sandbox_image': expected an image reference such as registry.k8s.io/pause:3.10.1"
@@ -30,7 +31,7 @@ else
   daemon_json=''
 fi
 
-seconds_input RUNTIME_READY_TIMEOUT_SECONDS 1 60
+seconds_input RUNTIME_READY_TIMEOUT_SECONDS 1 "$(scaled 60)"
 
 # Registry hosts: decode into $WORK now, so that a bad record is reported before anything changes.
 REGISTRY_RE='^(_default|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?)$'
@@ -126,11 +127,11 @@ for f in "$CERTS_D"/*/hosts.toml; do
 done
 
 # --- crictl (from cri-tools) talks to containerd ---------------------------------------------
-cat >"$WORK/crictl.yaml" <<'EOF'
+cat >"$WORK/crictl.yaml" <<EOF
 # Managed by kubeadm-libvirt (configure-container-runtime.sh).
 runtime-endpoint: unix:///run/containerd/containerd.sock
 image-endpoint: unix:///run/containerd/containerd.sock
-timeout: 10
+timeout: $(scaled 10)
 EOF
 put_file "$WORK/crictl.yaml" /etc/crictl.yaml 644
 
@@ -165,14 +166,14 @@ if ((docker_installed)); then ensure_service docker "$docker_changed"; fi
 
 # --- containerd answers, with the CRI plugin loaded ------------------------------------------
 DEADLINE=$((SECONDS + RUNTIME_READY_TIMEOUT_SECONDS))
-until timeout 10 ctr version >/dev/null 2>&1; do
+until timeout "$(scaled 10)" ctr version >/dev/null 2>&1; do
   if ((SECONDS >= DEADLINE)); then
     systemctl status containerd --no-pager >&2 || true
     die "containerd did not answer on /run/containerd/containerd.sock within ${RUNTIME_READY_TIMEOUT_SECONDS}s"
   fi
   sleep 2
 done
-cri_status=$(timeout 10 ctr plugins ls 2>/dev/null | awk '$1 == "io.containerd.grpc.v1" && $2 == "cri" { print $NF }' || true)
+cri_status=$(timeout "$(scaled 10)" ctr plugins ls 2>/dev/null | awk '$1 == "io.containerd.grpc.v1" && $2 == "cri" { print $NF }' || true)
 if [[ $cri_status != ok ]]; then
   journalctl -u containerd --no-pager -n 30 >&2 || true
   die "containerd's CRI plugin is '${cri_status:-missing}', not 'ok' (kubeadm needs it); see the log above"

@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # drain-node.sh: on the control plane, drain a worker and delete its Node object (the delete hook of a worker's membership).
 # Safe to re-run: exits 0 when the node object does not exist (or the cluster is gone); a drain timeout only warns.
-# Inputs (env): NODE_NAME (the worker's node name), DRAIN_TIMEOUT_SECONDS.
+# Inputs (env): NODE_NAME (the worker's node name), DRAIN_TIMEOUT_SECONDS, API_WAIT_TIMEOUT_SECONDS (optional, default 60:
+#               how long an unanswering API server is waited for), TIMEOUT_SCALE_PERCENT (optional).
 set -euo pipefail
 
-API_WAIT_SECONDS=60
-
 # --- inputs (all checked before anything changes; exit 2 when invalid) ------------------------
+timeout_scale_input
 check_input NODE_NAME is_node_name "expected a lowercase DNS name such as k8s-w1"
 seconds_input DRAIN_TIMEOUT_SECONDS 1
+seconds_input API_WAIT_TIMEOUT_SECONDS 1 "$(scaled 60)"
 exit_on_problems
 drain_timeout=$DRAIN_TIMEOUT_SECONDS
+request_timeout=$(scaled 10)s
 
 if [[ ! -f $ADMIN_CONF ]] || ! have kubectl; then
   warn "no $ADMIN_CONF or kubectl on this node: the cluster is gone; nothing to drain"
@@ -19,9 +21,9 @@ if [[ ! -f $ADMIN_CONF ]] || ! have kubectl; then
 fi
 
 # --- does the node exist? (wait a little for the API server, e.g. after a reboot) --------------
-probe_deadline=$((SECONDS + API_WAIT_SECONDS))
+probe_deadline=$((SECONDS + API_WAIT_TIMEOUT_SECONDS))
 while :; do
-  if err=$(kc get node "$NODE_NAME" -o name --request-timeout=10s 2>&1 >/dev/null); then break; fi
+  if err=$(kc get node "$NODE_NAME" -o name --request-timeout="$request_timeout" 2>&1 >/dev/null); then break; fi
   if [[ $err == *NotFound* ]]; then
     log "node $NODE_NAME does not exist; nothing to do"
     printf 'node %s: not found, nothing removed\n' "$NODE_NAME"
@@ -29,7 +31,7 @@ while :; do
   fi
   if ((SECONDS >= probe_deadline)); then
     # A delete hook must not block a destroy of a broken cluster: warn and succeed.
-    warn "the API server did not answer within ${API_WAIT_SECONDS}s ($err); node $NODE_NAME was NOT drained or deleted"
+    warn "the API server did not answer within ${API_WAIT_TIMEOUT_SECONDS}s (API_WAIT_TIMEOUT_SECONDS; $err); node $NODE_NAME was NOT drained or deleted"
     printf 'node %s: API server unreachable, not removed\n' "$NODE_NAME"
     exit 0
   fi
@@ -38,10 +40,11 @@ done
 
 # --- drain, then delete ----------------------------------------------------------------------
 log "draining $NODE_NAME (at most ${drain_timeout}s)"
-if ! timeout -k 10 "$((drain_timeout + 30))" kubectl --kubeconfig "$ADMIN_CONF" drain "$NODE_NAME" \
+# kubectl's own --timeout ends the drain; the outer bound only catches a kubectl that hangs past it.
+if ! timeout -k "$(scaled 10)" "$((drain_timeout + $(scaled 30)))" kubectl --kubeconfig "$ADMIN_CONF" drain "$NODE_NAME" \
   --ignore-daemonsets --delete-emptydir-data --force --timeout="${drain_timeout}s" >&2; then
   warn "draining $NODE_NAME did not complete within ${drain_timeout}s; deleting the node anyway"
 fi
 log "deleting node $NODE_NAME"
-kc delete node "$NODE_NAME" --ignore-not-found --request-timeout=60s >&2 || die "could not delete node $NODE_NAME"
+kc delete node "$NODE_NAME" --ignore-not-found --request-timeout="$(scaled 60)s" >&2 || die "could not delete node $NODE_NAME"
 printf 'node %s: drained and deleted\n' "$NODE_NAME"

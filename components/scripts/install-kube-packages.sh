@@ -2,7 +2,7 @@
 # install-kube-packages.sh: kubelet, kubeadm, kubectl from a pkgs.k8s.io-style repo, pinned and held; kubelet --node-ip.
 # Safe to re-run: installs only when the packages are missing or at another version; files change only when different.
 # Inputs (env): KUBERNETES_APT_REPO (repo URL of one minor), KUBERNETES_VERSION (1.34 or 1.34.3), NODE_IP (IPv4),
-#               APT_LOCK_TIMEOUT_SECONDS (optional, default 300).
+#               APT_LOCK_TIMEOUT_SECONDS (optional, default 300), TIMEOUT_SCALE_PERCENT (optional).
 set -euo pipefail
 
 KEYRING=/etc/apt/keyrings/kubernetes-apt-keyring.gpg
@@ -10,6 +10,7 @@ SOURCES=/etc/apt/sources.list.d/kubernetes.list
 PACKAGES=(kubelet kubeadm kubectl)
 
 # --- inputs (all checked before anything changes; exit 2 when invalid) ------------------------
+timeout_scale_input
 repo=${KUBERNETES_APT_REPO-}
 if ! is_http_url "$repo" || [[ $repo == *[\"\'\\]* ]]; then
   problem "KUBERNETES_APT_REPO='$repo': expected the repo URL of one minor, e.g. https://pkgs.k8s.io/core:/stable:/v1.34/deb/"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # kubeadm-init.sh: initialise the control plane with kubeadm from a rendered config, then give KUBE_USER a kubeconfig.
 # Safe to re-run: skips init when the cluster already answers; refuses (no auto-reset) when a half-done init is found.
-# Inputs (env): KUBEADM_CONFIG (multi-document kubeadm YAML), KUBE_USER (gets ~/.kube/config),
-#               INIT_TIMEOUT_SECONDS (bounds image pull + kubeadm init together).
+# Inputs (env): KUBEADM_CONFIG (multi-document kubeadm YAML), KUBE_USER (gets ~/.kube/config), INIT_TIMEOUT_SECONDS (image pull +
+#   kubeadm init), API_WAIT_TIMEOUT_SECONDS (optional, 120: an initialised API server answering), TIMEOUT_SCALE_PERCENT (optional).
 set -euo pipefail
 
 CONFIG_DIR=/etc/kubernetes/kubeadm-libvirt
@@ -11,6 +11,7 @@ LOG_FILE=$LOG_DIR/kubeadm-init.log
 RESET_HINT="inspect the node, then run 'sudo kubeadm reset -f' on it (this wipes the control plane state) and re-run this step"
 
 # --- inputs (all checked before anything changes; exit 2 when invalid) ------------------------
+timeout_scale_input
 config=${KUBEADM_CONFIG-}
 if [[ -z ${config//[[:space:]]/} ]]; then
   problem "KUBEADM_CONFIG is empty: expected the kubeadm YAML (InitConfiguration, ClusterConfiguration, ...)"
@@ -31,6 +32,7 @@ elif ! getent passwd "$kube_user" >/dev/null; then
 fi
 
 seconds_input INIT_TIMEOUT_SECONDS 1
+seconds_input API_WAIT_TIMEOUT_SECONDS 1 "$(scaled 120)"
 exit_on_problems
 DEADLINE=$((SECONDS + INIT_TIMEOUT_SECONDS)) # remaining() counts down to it
 
@@ -53,17 +55,17 @@ rendered=$(awk -v v="$kubeadm_version" '/^kubernetesVersion:/ { print "kubernete
 
 # --- already initialised? --------------------------------------------------------------------
 if [[ -f $ADMIN_CONF ]]; then
-  # Right after a reboot the API server needs a moment: wait up to 120s before calling it broken.
-  probe_deadline=$((SECONDS + 120))
+  # Right after a reboot the API server needs a moment: wait up to API_WAIT_TIMEOUT_SECONDS before calling it broken.
+  probe_deadline=$((SECONDS + API_WAIT_TIMEOUT_SECONDS))
   while :; do
-    if err=$(kc --request-timeout=10s -n kube-system get configmap kubeadm-config -o name 2>&1 >/dev/null); then
+    if err=$(kc --request-timeout="$(scaled 10)s" -n kube-system get configmap kubeadm-config -o name 2>&1 >/dev/null); then
       break
     fi
     if [[ $err == *NotFound* ]]; then
       die "the API server answers but kube-system/kubeadm-config is missing: an earlier 'kubeadm init' stopped half-way; $RESET_HINT"
     fi
     if ((SECONDS >= probe_deadline)); then
-      die "$ADMIN_CONF exists but the API server did not answer within 120s ($err); $RESET_HINT"
+      die "$ADMIN_CONF exists but the API server did not answer within ${API_WAIT_TIMEOUT_SECONDS}s (API_WAIT_TIMEOUT_SECONDS; $err); $RESET_HINT"
     fi
     sleep 5
   done
@@ -102,7 +104,7 @@ fi
 
 log "pulling control plane images (log: $LOG_DIR/kubeadm-images.log)"
 rc=0
-timeout -k 10 "$(remaining)" kubeadm config images pull --config "$CONFIG_FILE" >"$LOG_DIR/kubeadm-images.log" 2>&1 || rc=$?
+timeout -k "$(scaled 10)" "$(remaining)" kubeadm config images pull --config "$CONFIG_FILE" >"$LOG_DIR/kubeadm-images.log" 2>&1 || rc=$?
 if ((rc != 0)); then
   tail -n 20 "$LOG_DIR/kubeadm-images.log" >&2
   is_timeout_exit "$rc" && die "pulling the control plane images did not finish within INIT_TIMEOUT_SECONDS=${INIT_TIMEOUT_SECONDS}s"
@@ -111,7 +113,7 @@ fi
 
 log "running kubeadm init (log: $LOG_FILE)"
 rc=0
-(umask 077 && timeout -k 30 "$(remaining)" kubeadm init --config "$CONFIG_FILE" --skip-token-print >"$LOG_FILE" 2>&1) || rc=$?
+(umask 077 && timeout -k "$(scaled 30)" "$(remaining)" kubeadm init --config "$CONFIG_FILE" --skip-token-print >"$LOG_FILE" 2>&1) || rc=$?
 if ((rc != 0)); then
   tail -n 60 "$LOG_FILE" >&2
   is_timeout_exit "$rc" && die "kubeadm init did not finish within INIT_TIMEOUT_SECONDS=${INIT_TIMEOUT_SECONDS}s; $RESET_HINT"

@@ -1,20 +1,37 @@
 #!/usr/bin/env bash
-# kubeadm-join.sh: join this worker to the cluster with the join command read from STDIN (never echoed or logged unredacted).
+# kubeadm-join.sh: join this worker with JOIN_CONFIGURATION, completed by the token and CA hash of the join command on STDIN (a secret: never echoed, logged redacted).
 # Safe to re-run: exits 0 when /etc/kubernetes/kubelet.conf exists; refuses (no auto-reset) after a half-done join.
-# Inputs: env NODE_NAME (node name), JOIN_TIMEOUT_SECONDS; STDIN (secret, one line):
-#   kubeadm join HOST:PORT --token T --discovery-token-ca-cert-hash sha256:H
+# Inputs: env NODE_NAME, JOIN_CONFIGURATION (kubeadm JoinConfiguration with the two placeholders below), JOIN_TIMEOUT_SECONDS,
+#   TIMEOUT_SCALE_PERCENT (optional); STDIN (one line): kubeadm join HOST:PORT --token T --discovery-token-ca-cert-hash sha256:H
 set -euo pipefail
 
 KUBELET_CONF=/etc/kubernetes/kubelet.conf
 LOG_FILE=$LOG_DIR/kubeadm-join.log
+# A config file, not flags: kubeadm's timeouts (scaled by the stack) exist only there, and kubeadm refuses --config
+# mixed with --token. The secret parts arrive on STDIN and replace these placeholders (components/kubeadm_config.py).
+TOKEN_PLACEHOLDER=JOIN-TOKEN-FROM-STDIN
+HASH_PLACEHOLDER=CA-CERT-HASH-FROM-STDIN
 
 # --- inputs (all checked before anything changes; exit 2 when invalid) ------------------------
+timeout_scale_input
 check_input NODE_NAME is_node_name "expected a lowercase DNS name such as k8s-w1"
+join_config=${JOIN_CONFIGURATION-}
+endpoint=''
+if ! grep -q '^kind: *JoinConfiguration *$' <<<"$join_config"; then
+  problem "JOIN_CONFIGURATION: expected a kubeadm 'kind: JoinConfiguration' document"
+else
+  for placeholder in "$TOKEN_PLACEHOLDER" "$HASH_PLACEHOLDER"; do
+    count=$(grep -c -- "$placeholder" <<<"$join_config" || true)
+    ((count == 1)) || problem "JOIN_CONFIGURATION: expected the placeholder $placeholder once, found it $count times"
+  done
+  endpoint=$(awk '$1 == "apiServerEndpoint:" { gsub(/["'\'']/, "", $2); print $2; exit }' <<<"$join_config")
+  [[ -n $endpoint ]] || problem "JOIN_CONFIGURATION: no discovery.bootstrapToken.apiServerEndpoint"
+fi
 seconds_input JOIN_TIMEOUT_SECONDS 1
 exit_on_problems
 
 join_line=''
-IFS= read -r -t 60 join_line || true # the secret (bounded read): only ever put into kubeadm's argv, never printed
+IFS= read -r -t "$(scaled 60)" join_line || true # the secret (bounded read): only its token and hash are used
 
 if [[ -f $KUBELET_CONF ]]; then
   log "$KUBELET_CONF exists: this node has already joined; nothing to do"
@@ -26,14 +43,30 @@ join_line=${join_line%$'\r'}
 # (one problem at a time: each check assumes the ones before it passed)
 if [[ $join_line != 'kubeadm join '* ]]; then
   problem "the join command on STDIN does not start with 'kubeadm join ' (it is not shown: it holds a token)"
-elif [[ $join_line != *--discovery-token-ca-cert-hash* ]]; then
-  problem "the join command on STDIN has no --discovery-token-ca-cert-hash (refusing to join without CA pinning)"
 elif [[ ! $join_line =~ ^[A-Za-z0-9\ .:/=_-]+$ ]]; then
   problem "the join command on STDIN contains characters other than letters, digits, spaces and .:/=_-"
 fi
 exit_on_problems
 # Split into words without a here-string (bash < 5.1 backs those with a temp file) and without eval.
 read -r -a join_args < <(printf '%s\n' "$join_line")
+# kubeadm token create --print-join-command: kubeadm join ENDPOINT --token T --discovery-token-ca-cert-hash H
+token=''
+ca_hash=''
+for ((i = 3; i < ${#join_args[@]}; i += 2)); do
+  case ${join_args[i]} in
+    --token) token=${join_args[i + 1]-} ;;
+    --discovery-token-ca-cert-hash) ca_hash=${join_args[i + 1]-} ;;
+    --*) problem "the join command on STDIN has the unexpected option ${join_args[i]}" ;;
+    *) problem "the join command on STDIN has an unexpected word at position $((i + 1)) (not shown)" ;;
+  esac
+done
+if [[ ${join_args[2]-} != "$endpoint" ]]; then
+  problem "the join command on STDIN is for '${join_args[2]-}', JOIN_CONFIGURATION for '$endpoint' (both must name the control plane)"
+fi
+[[ $token =~ ^[a-z0-9]{6}\.[a-z0-9]{16}$ ]] || problem "the join command on STDIN has no valid --token (it is not shown)"
+[[ $ca_hash =~ ^sha256:[0-9a-f]{64}$ ]] ||
+  problem "the join command on STDIN has no --discovery-token-ca-cert-hash sha256:<64 hex digits> (refusing to join without CA pinning)"
+exit_on_problems
 
 # --- half-done join? -------------------------------------------------------------------------
 for f in /etc/kubernetes/bootstrap-kubelet.conf /etc/kubernetes/pki/ca.crt; do
@@ -45,10 +78,19 @@ have kubeadm || die "kubeadm is not installed (run install-kube-packages first)"
 
 # --- join ------------------------------------------------------------------------------------
 redact() { sed -E 's/[a-z0-9]{6}\.[a-z0-9]{16}/<redacted-token>/g; s/(--token[= ])[^ ]+/\1<redacted>/g'; }
+make_work_dir
+config_file=$WORK/kubeadm-join.yaml # holds the token: mode 600, removed when the script exits
+# Double-quoted YAML scalars: a token of digits only would otherwise read as a number.
+join_config=${join_config/"$TOKEN_PLACEHOLDER"/"\"$token\""}
+join_config=${join_config/"$HASH_PLACEHOLDER"/"\"$ca_hash\""}
+(umask 077 && printf '%s\n' "$join_config" >"$config_file")
+if kubeadm config validate --help >/dev/null 2>&1; then
+  kubeadm config validate --config "$config_file" 2>&1 | redact >&2 || die "kubeadm rejected JOIN_CONFIGURATION (see above)"
+fi
 ensure_log_dir
 log "running kubeadm join as node $NODE_NAME (at most ${JOIN_TIMEOUT_SECONDS}s; log: $LOG_FILE)"
 rc=0
-(umask 077 && timeout -k 30 "$JOIN_TIMEOUT_SECONDS" "${join_args[@]}" --node-name "$NODE_NAME" 2>&1 | redact >"$LOG_FILE") || rc=$?
+(umask 077 && timeout -k "$(scaled 30)" "$JOIN_TIMEOUT_SECONDS" kubeadm join --config "$config_file" 2>&1 | redact >"$LOG_FILE") || rc=$?
 if ((rc != 0)); then
   tail -n 60 "$LOG_FILE" >&2
   if is_timeout_exit "$rc"; then

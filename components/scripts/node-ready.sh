@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # node-ready.sh: on the control plane, wait until the Node object NODE_NAME exists and its Ready condition is True.
 # Safe to re-run: read-only; the wait is bounded and says what it saw on timeout (not registered, or Ready=... and why).
-# Inputs (env): NODE_NAME (the node's name), READY_TIMEOUT_SECONDS.
+# Inputs (env): NODE_NAME (the node's name), READY_TIMEOUT_SECONDS, TIMEOUT_SCALE_PERCENT (optional).
 set -euo pipefail
 
 # --- inputs (all checked before anything else; exit 2 when invalid) ---------------------------
 check_input NODE_NAME is_node_name "expected a lowercase DNS name such as k8s-w1"
+timeout_scale_input
 seconds_input READY_TIMEOUT_SECONDS 1
 exit_on_problems
 DEADLINE=$((SECONDS + READY_TIMEOUT_SECONDS))
@@ -17,7 +18,7 @@ READY_FMT='{.status.conditions[?(@.type=="Ready")].status}{"\n"}{.status.conditi
 seen='not checked yet'
 node_ready() {
   local out status reason message
-  if ! out=$(kc get node "$NODE_NAME" -o jsonpath="$READY_FMT" --request-timeout=10s 2>&1); then
+  if ! out=$(kc get node "$NODE_NAME" -o jsonpath="$READY_FMT" --request-timeout="$(scaled 10)s" 2>&1); then
     if [[ $out == *NotFound* ]]; then seen='not registered'; else seen="API server: ${out//$'\n'/ }"; fi
     return 1
   fi

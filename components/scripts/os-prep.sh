@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # os-prep.sh: kubeadm host prerequisites: swap off, ufw off, kernel modules, sysctls, tool packages.
 # Safe to re-run: every file is rewritten only when its content differs; nothing is appended.
-# Inputs (env): KUBE_PROXY_MODE (ipvs|iptables), APT_LOCK_TIMEOUT_SECONDS (optional, default 300).
+# Inputs (env): KUBE_PROXY_MODE (ipvs|iptables), APT_LOCK_TIMEOUT_SECONDS (optional, default 300), TIMEOUT_SCALE_PERCENT (optional).
 set -euo pipefail
 
 MODULES_FILE=/etc/modules-load.d/kubeadm-libvirt.conf
@@ -9,6 +9,7 @@ SYSCTL_FILE=/etc/sysctl.d/99-kubeadm-libvirt.conf
 PACKAGES=(conntrack socat ipset ipvsadm ebtables ethtool)
 
 # --- inputs (all checked before anything changes; exit 2 when invalid) ------------------------
+timeout_scale_input
 proxy_mode=${KUBE_PROXY_MODE-}
 case $proxy_mode in
   ipvs | iptables) ;;

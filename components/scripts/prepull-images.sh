@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # prepull-images.sh: on a worker, pull the images it will run (pause, kube-proxy, CoreDNS, Calico's node images) while the control plane runs kubeadm init.
 # Safe to re-run: an image already present is not pulled again; a failed pull only warns (the kubelet pulls it later).
-# Inputs (env): IMAGE_REPOSITORY (Kubernetes images), EXTRA_IMAGES (space-separated refs, e.g. Calico), PULL_TIMEOUT_SECONDS.
+# Inputs (env): IMAGE_REPOSITORY (Kubernetes images), EXTRA_IMAGES (space-separated refs, e.g. Calico), PULL_TIMEOUT_SECONDS,
+#               TIMEOUT_SCALE_PERCENT (optional).
 set -euo pipefail
 
 is_repository() { [[ $1 =~ ^[a-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)*$ ]]; }
 check_input IMAGE_REPOSITORY is_repository "expected an image repository such as registry.k8s.io"
 extra_images=()
 list_input extra_images EXTRA_IMAGES is_image_ref "an image reference" 0
+timeout_scale_input
 seconds_input PULL_TIMEOUT_SECONDS 1
 exit_on_problems
 DEADLINE=$((SECONDS + PULL_TIMEOUT_SECONDS))

@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # reset-node.sh: undo kubeadm join on this node: kubeadm reset, CNI config, Kubernetes/Calico iptables chains, IPVS, kubeconfigs.
 # Safe to re-run: every step is skipped when there is nothing left to clean; exits 0 on a never-joined node.
-# Inputs (env): KUBE_USER (optional: whose ~/.kube/config to remove), RESET_TIMEOUT_SECONDS (optional, default 300).
+# Inputs (env): KUBE_USER (optional: whose ~/.kube/config to remove), RESET_TIMEOUT_SECONDS (optional, default 300),
+#               TIMEOUT_SCALE_PERCENT (optional).
 set -euo pipefail
 
 LOG_FILE=$LOG_DIR/kubeadm-reset.log
 
 # --- inputs (all checked before anything changes; exit 2 when invalid) ------------------------
+timeout_scale_input
 kube_user=${KUBE_USER-}
 if [[ -n $kube_user ]] && ! is_login_name "$kube_user"; then
   problem "KUBE_USER='$kube_user': expected a login name such as ubuntu (or empty)"
 fi
-seconds_input RESET_TIMEOUT_SECONDS 1 300
+seconds_input RESET_TIMEOUT_SECONDS 1 "$(scaled 300)"
 exit_on_problems
 
 did=()
@@ -30,7 +32,7 @@ else
   log "running kubeadm reset -f (log: $LOG_FILE)"
   ensure_log_dir
   rc=0
-  timeout -k 10 "$RESET_TIMEOUT_SECONDS" kubeadm reset -f >"$LOG_FILE" 2>&1 || rc=$?
+  timeout -k "$(scaled 10)" "$RESET_TIMEOUT_SECONDS" kubeadm reset -f >"$LOG_FILE" 2>&1 || rc=$?
   if ((rc == 0)); then
     did+=("kubeadm reset")
   else

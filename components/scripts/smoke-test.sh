@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # smoke-test.sh: run nginx (2 replicas) behind a NodePort in namespace kubeadm-libvirt-smoke and fetch it through every node IP.
 # Safe to re-run: the namespace is deleted on exit (success or failure); a leftover one is waited for first.
-# Inputs (env): SMOKE_IMAGE (nginx image or mirror), NODE_IPS (space-separated IPv4), SMOKE_TIMEOUT_SECONDS.
+# Inputs (env): SMOKE_IMAGE (nginx image or mirror), NODE_IPS (space-separated IPv4), SMOKE_TIMEOUT_SECONDS,
+#               TIMEOUT_SCALE_PERCENT (optional).
 set -euo pipefail
 
 NS=kubeadm-libvirt-smoke
@@ -10,10 +11,12 @@ NS=kubeadm-libvirt-smoke
 check_input SMOKE_IMAGE is_image_ref "expected an image reference such as nginx:1.27 or a mirror of it"
 node_ips=()
 list_input node_ips NODE_IPS is_ipv4 "an IPv4 address" 1
+timeout_scale_input
 seconds_input SMOKE_TIMEOUT_SECONDS 1
 exit_on_problems
 image=$SMOKE_IMAGE
 smoke_timeout=$SMOKE_TIMEOUT_SECONDS
+curl_timeout=$(scaled 5) # one HTTP request; the loop around it is bounded by DEADLINE
 DEADLINE=$((SECONDS + smoke_timeout)) # remaining() counts down to it
 
 need_admin_conf
@@ -24,7 +27,7 @@ show_state() {
 }
 
 # --- a namespace left terminating by an earlier run must be gone before it is re-created -------
-phase=$(kc get namespace "$NS" -o jsonpath='{.status.phase}' --request-timeout=15s 2>/dev/null || true)
+phase=$(kc get namespace "$NS" -o jsonpath='{.status.phase}' --request-timeout="$(scaled 15)s" 2>/dev/null || true)
 if [[ $phase == Terminating ]]; then
   log "waiting for namespace $NS from an earlier run to finish terminating"
   kc wait --for=delete "namespace/$NS" --timeout="$(remaining)s" >&2 ||
@@ -33,7 +36,7 @@ fi
 
 cleanup() {
   log "deleting namespace $NS"
-  kc delete namespace "$NS" --ignore-not-found --wait=false --request-timeout=30s >&2 ||
+  kc delete namespace "$NS" --ignore-not-found --wait=false --request-timeout="$(scaled 30)s" >&2 ||
     warn "could not delete namespace $NS"
 }
 trap cleanup EXIT
@@ -55,7 +58,7 @@ node_port=$(kc -n "$NS" get service nginx -o jsonpath='{.spec.ports[0].nodePort}
 # --- fetch through every node (NodePort + kube-proxy + pod network on each) ------------------
 for ip in "${node_ips[@]}"; do
   url="http://$ip:$node_port/"
-  until body=$(curl -fsS --max-time 5 "$url" 2>&1) && grep -qi nginx <<<"$body"; do
+  until body=$(curl -fsS --max-time "$curl_timeout" "$url" 2>&1) && grep -qi nginx <<<"$body"; do
     if ((SECONDS >= DEADLINE)); then
       show_state
       die "no nginx page from $url within SMOKE_TIMEOUT_SECONDS=${smoke_timeout}s (last answer: ${body:0:200})"

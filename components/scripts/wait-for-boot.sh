@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # wait-for-boot.sh: wait until cloud-init has finished and no process holds the dpkg/apt locks.
 # Safe to re-run: it only waits and reads state; lock files are never deleted.
-# Inputs (env): BOOT_TIMEOUT_SECONDS (integer >= 1), one deadline for the whole wait.
+# Inputs (env): BOOT_TIMEOUT_SECONDS (integer >= 1), one deadline for the whole wait; TIMEOUT_SCALE_PERCENT (optional).
 set -euo pipefail
 
 # --- inputs (all checked before anything else happens; exit 2 when invalid) -------------------
+timeout_scale_input
 seconds_input BOOT_TIMEOUT_SECONDS 1
 exit_on_problems
 timeout_s=$BOOT_TIMEOUT_SECONDS
@@ -15,7 +16,7 @@ ci_result='not installed'
 if have cloud-init; then
   log "waiting for cloud-init to finish (at most ${timeout_s}s)"
   rc=0
-  timeout -k 5 "$timeout_s" cloud-init status --wait >/dev/null || rc=$?
+  timeout -k "$(scaled 5)" "$timeout_s" cloud-init status --wait >/dev/null || rc=$?
   case $rc in
     0) ci_result='done' ;;
     124 | 137) # timed out

@@ -72,6 +72,22 @@ is_http_url() { [[ $1 =~ ^https?://[^[:space:]]+$ ]]; }
 is_image_ref() { [[ $1 =~ ^[A-Za-z0-9][A-Za-z0-9._/:@-]*$ ]]; }
 
 # --- time ------------------------------------------------------------------------------------
+# timeout_scale_input: checks TIMEOUT_SCALE_PERCENT (the stack's timeoutScale x 100, 100 to 2000; optional, default
+# 100 for runs by hand). Call it first among a script's inputs: the other inputs' defaults are scaled with it.
+timeout_scale_input() {
+  local value=${TIMEOUT_SCALE_PERCENT:-100}
+  if [[ $value =~ ^[0-9]{1,4}$ ]] && ((10#$value >= 100 && 10#$value <= 2000)); then
+    TIMEOUT_SCALE_PERCENT=$((10#$value))
+  else
+    problem "TIMEOUT_SCALE_PERCENT='$value': expected timeoutScale x 100, a whole number from 100 to 2000"
+    TIMEOUT_SCALE_PERCENT=100
+  fi
+}
+# scaled SECONDS: SECONDS x timeoutScale, rounded up (as components/config.py TimeoutScale.seconds). For the short
+# bounds inside a script (kubectl --request-timeout, curl, the grace of timeout -k): on a slow (TCG) host a single
+# API call takes longer too, and a bound that stayed short would fail every attempt until the step's deadline.
+scaled() { echo $((($1 * ${TIMEOUT_SCALE_PERCENT:-100} + 99) / 100)); }
+
 # remaining: seconds left before the script's DEADLINE (a $SECONDS value), at least 1: the bound for `timeout`.
 remaining() {
   local left=$((DEADLINE - SECONDS))
@@ -116,8 +132,8 @@ ensure_enabled() { # ensure_enabled UNIT: enable UNIT at boot unless it already 
 }
 
 # --- apt -------------------------------------------------------------------------------------
-# apt_lock_timeout_input: checks APT_LOCK_TIMEOUT_SECONDS (optional, default 300); call it with the other inputs.
-apt_lock_timeout_input() { seconds_input APT_LOCK_TIMEOUT_SECONDS 0 300; }
+# apt_lock_timeout_input: checks APT_LOCK_TIMEOUT_SECONDS (optional, default 300 scaled); call it with the other inputs.
+apt_lock_timeout_input() { seconds_input APT_LOCK_TIMEOUT_SECONDS 0 "$(scaled 300)"; }
 
 APT_LOCKS=(/var/lib/dpkg/lock-frontend /var/lib/dpkg/lock /var/lib/apt/lists/lock /var/cache/apt/archives/lock)
 # wait_for_apt_locks: bionic's apt has no lock timeout: wait until no process holds a dpkg/apt lock, at most
@@ -173,7 +189,7 @@ install_apt_key() {
   if ((${#prereqs[@]} > 0)); then apt_install "${prereqs[@]}"; fi
 
   log "fetching $url"
-  curl -fsSL --connect-timeout 15 --max-time 60 --retry 3 --retry-delay 2 "$url" -o "$WORK/apt-key.asc" ||
+  curl -fsSL --connect-timeout "$(scaled 15)" --max-time "$(scaled 60)" --retry 3 --retry-delay 2 "$url" -o "$WORK/apt-key.asc" ||
     die "could not download the repository key from $url"
   install -d -m 700 "$WORK/gnupg"
   gpg --batch --yes --homedir "$WORK/gnupg" --dearmor -o "$WORK/apt-key.gpg" "$WORK/apt-key.asc" ||
@@ -181,6 +197,11 @@ install_apt_key() {
   ensure_dir /etc/apt/keyrings 755 # absent before Debian 12 / Ubuntu 22.04
   put_apt_file "$WORK/apt-key.gpg" "$keyring"
 }
+
+# os_release FIELD: a field of /etc/os-release without quotes, e.g. ID (ubuntu, debian) or VERSION_CODENAME (bionic,
+# bookworm); empty when absent. Read, never sourced: it is data, and sourcing would run whatever it holds.
+OS_RELEASE=/etc/os-release
+os_release() { { sed -n "s/^$1=//p" "$OS_RELEASE" 2>/dev/null || true; } | tr -d "\"'"; }
 
 is_installed() { [[ $(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true) == installed ]]; }
 installed_version() { # installed_version PKG: its installed version, or nothing
