@@ -176,6 +176,16 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         super().__init__(mocks)
         self.registrations: list[Registration] = []
 
+    def make_urn(self, parent: str, type_: str, name: str) -> str:
+        # As the engine names resources: the type part is the parent's whole type chain, `$`, then the resource's
+        # own type; children of the stack have no prefix. (The SDK's MockMonitor prefixes the parent's own type
+        # only, and the stack's: its URNs differed from the engine's below the first level.)
+        if parent:
+            parent_chain = parent.split("::")[2]
+            if parent_chain != "pulumi:pulumi:Stack":
+                type_ = f"{parent_chain}${type_}"
+        return "urn:pulumi:" + "::".join([pulumi.get_stack(), pulumi.get_project(), type_, name])
+
     def RegisterResource(self, request: Any) -> Any:
         response = super().RegisterResource(request)
         if request.type != "pulumi:pulumi:Stack":
