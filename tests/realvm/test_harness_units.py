@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from .apt_sources import NoAptSource, debian_mirror
 from .l2hub import route
 
 NODES = ("a", "b", "c")
@@ -39,15 +36,3 @@ def test_route_learns_where_a_mac_lives() -> None:
     route(frame(BROADCAST, MAC_B), "b", False, NODES, table)
     assert route(frame(MAC_B, MAC_A), "a", False, NODES, table) == [("b", False)]
 
-
-def test_debian_mirror_reads_both_source_formats(tmp_path: Path) -> None:
-    (tmp_path / "sources.list.d").mkdir()
-    (tmp_path / "sources.list").write_text("deb-src http://src/ bookworm main\ndeb [arch=amd64 signed-by=/k.gpg] http://one/debian bookworm main\n")
-    assert debian_mirror("bookworm", tmp_path) == "http://one/debian"
-    (tmp_path / "sources.list").write_text("")
-    (tmp_path / "sources.list.d" / "debian.sources").write_text(
-        "Types: deb\nURIs: http://off/\nSuites: bookworm\nEnabled: no\n\nTypes: deb deb-src\nURIs: http://two/debian\nSuites: bookworm\n bookworm-updates\n"
-    )
-    assert debian_mirror("bookworm", tmp_path) == "http://two/debian"
-    with pytest.raises(NoAptSource):
-        debian_mirror("trixie", tmp_path)
