@@ -14,6 +14,8 @@ from components.mockrun import StackRun, run_program
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "realvm: boots QEMU guests (slow); deselect with -m 'not realvm'")
+    config.addinivalue_line("markers", "engine: the real Pulumi engine on a lab host (toolchain build, libvirt, TCG guests)")
+    config.addinivalue_line("markers", "labhost: starts real lab hosts (network namespace, libvirtd, a TCG domain); needs root")
     # pulumi_command's package import warns about its deprecated CopyFile resource, which the program does not use.
     config.addinivalue_line("filterwarnings", "ignore:This resource is deprecated:DeprecationWarning")
 
