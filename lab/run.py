@@ -1,0 +1,65 @@
+"""`python3 -m lab up` and friends: one Pulumi operation of a stack, for real, on a lab host.
+
+The configuration is validated first, before anything is built or started. Then the toolchain and the guest image
+are built if they are missing, the host is started if it is not running, and this process joins the host's network
+namespace before the CLI starts (lab/netns.py says why). State goes to a file backend in the lab cache, so a stack
+outlives the clone that made it, as a user's `file://~` state does.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from pulumi import automation as auto
+
+from components.project_files import merged_config
+from components.validation import NAMESPACE, ConfigError, RawConfig, parse_cluster_config
+from lab import host, netns
+from lab.engine import Engine, deadline
+from lab.errors import LabError
+from lab.image import build_guest_image
+from lab.paths import cache_root
+from lab.stacks import lab_stack_config
+from lab.toolchain import ensure_toolchain
+
+# Generous bounds for TCG on two cores; past them the CLI is interrupted and the command fails.
+OPERATION_SECONDS = {"preview": 10 * 60, "up": 60 * 60, "refresh": 10 * 60, "destroy": 20 * 60}
+# Stands in for the image path until the image is built: it passes the imageUrl rules, so validation can run first.
+_PLACEHOLDER_IMAGE = "https://lab.invalid/disk.qcow2"
+
+
+def validate(stack: str, config: Mapping[str, Any]) -> None:
+    """Raise LabError listing every configuration problem, as the program would, before anything happens."""
+    try:
+        merged = merged_config(stack, overrides=config)
+    except ValueError as error:
+        raise LabError(f"cannot read the stack config: {error}") from None
+    prefix = f"{NAMESPACE}:"
+    values = {key[len(prefix) :]: value for key, value in merged.items() if key.startswith(prefix)}
+    try:
+        parse_cluster_config(RawConfig(values=values))
+    except ConfigError as error:
+        raise LabError(str(error)) from None
+
+
+def run_operation(operation: str, stack: str, host_name: str, overrides: Mapping[str, Any]) -> int:
+    settings = {f"{NAMESPACE}:{key}" if ":" not in key else key: value for key, value in overrides.items()}
+    validate(stack, {**lab_stack_config("qemu:///system", _PLACEHOLDER_IMAGE), **settings})
+    toolchain = ensure_toolchain()
+    image = build_guest_image()
+    lab_host = host.start(host_name)
+    netns.join(lab_host.namespace)
+    engine = Engine(toolchain=toolchain, backend_dir=cache_root() / "state")
+    selected = engine.stack(stack, config={**lab_stack_config(lab_host.uri, image), **settings})
+    calls = {"preview": lambda: selected.preview(diff=True, on_output=print), "up": lambda: selected.up(on_output=print),
+             "refresh": lambda: selected.refresh(on_output=print), "destroy": lambda: selected.destroy(on_output=print)}  # fmt: skip
+    try:
+        with deadline(OPERATION_SECONDS[operation], f"pulumi {operation}"):
+            calls[operation]()
+    except auto.CommandError:
+        # The CLI already printed the failure through on_output; the Automation API's repr would repeat it.
+        print(f"lab: pulumi {operation} of stack {stack} failed (see above)", file=sys.stderr)
+        return 1
+    return 0
