@@ -28,6 +28,11 @@ from components.node import Node
 # and the per-dial timeout are multiplied by timeoutScale (the backoff is capped, so the wait grows with the count).
 BOOT_DIAL_ERROR_LIMIT = 150
 PER_DIAL_TIMEOUT_SECONDS = 15
+# Every later step dials a node that wait-for-boot has already reached: a refused or silent node there is gone or
+# wrong (and pulumi-command retries a host key mismatch as a dial error), so it fails within seconds, not minutes.
+# Three dials of at most 10 s each: under a minute at timeoutScale 1; only the per-dial timeout scales.
+STEP_DIAL_ERROR_LIMIT = 3
+STEP_PER_DIAL_TIMEOUT_SECONDS = 10
 # Each step's Pulumi timeouts at timeoutScale 1, in seconds: longer than any bound inside its script (steps.py), so
 # a slow step ends with the script's own clear message rather than being killed by the engine.
 STEP_CREATE_SECONDS = 30 * 60
@@ -104,7 +109,12 @@ class KubeadmCluster(pulumi.ComponentResource):
             }
         )
 
-    def _connection(self, node: Node) -> remote.ConnectionArgs:
+    def _connection(self, node: Node, booting: bool) -> remote.ConnectionArgs:
+        timeouts = self._args.config.timeouts
+        if booting:
+            dial_error_limit, per_dial_timeout = timeouts.seconds(BOOT_DIAL_ERROR_LIMIT), timeouts.seconds(PER_DIAL_TIMEOUT_SECONDS)
+        else:
+            dial_error_limit, per_dial_timeout = STEP_DIAL_ERROR_LIMIT, timeouts.seconds(STEP_PER_DIAL_TIMEOUT_SECONDS)
         return remote.ConnectionArgs(
             host=node.ip,
             user=self._args.config.ssh.user,
@@ -112,8 +122,8 @@ class KubeadmCluster(pulumi.ComponentResource):
             # Pinned: the key the stack generated for this node and installed through cloud-init. A host that
             # presents another key fails the step with a host key mismatch instead of receiving commands.
             host_key=node.host_public_key,
-            dial_error_limit=self._args.config.timeouts.seconds(BOOT_DIAL_ERROR_LIMIT),
-            per_dial_timeout=self._args.config.timeouts.seconds(PER_DIAL_TIMEOUT_SECONDS),
+            dial_error_limit=dial_error_limit,
+            per_dial_timeout=per_dial_timeout,
         )
 
     def _step(
@@ -128,6 +138,7 @@ class KubeadmCluster(pulumi.ComponentResource):
         stdin: pulumi.Input[str] | None = None,
         secret_stdout: bool = False,
         deleted_with: pulumi.Resource | None = None,
+        booting: bool = False,
     ) -> remote.Command:
         options = pulumi.ResourceOptions(
             parent=self,
@@ -142,7 +153,7 @@ class KubeadmCluster(pulumi.ComponentResource):
         )
         return remote.Command(
             f"{node.spec.name}-{step}",
-            connection=self._connection(node),
+            connection=self._connection(node, booting),
             create=create,
             delete=delete,
             stdin=stdin,
@@ -157,7 +168,7 @@ class KubeadmCluster(pulumi.ComponentResource):
         """The steps every node runs on its own: (the last of its chain, its /etc/hosts step)."""
         commands = self._node_commands
         triggers = [node.domain_id]
-        boot = self._step(node, "wait-for-boot", commands.wait_for_boot, [], triggers)
+        boot = self._step(node, "wait-for-boot", commands.wait_for_boot, [], triggers, booting=True)
         hosts = self._step(node, "cluster-hosts", commands.hosts_file, [boot], triggers)
         prep = self._step(node, "os-prep", commands.os_prep, [boot], triggers)
         runtime = self._step(node, "container-runtime", commands.container_runtime, [prep], triggers)
