@@ -220,3 +220,13 @@ def test_a_debian_12_image_is_cgroup_v2() -> None:
     url = "https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-genericcloud-amd64.qcow2"
     config = parse_cluster_config(RawConfig(dev_values(kubernetesVersion="1.35", imageUrl=url)))
     assert config.kubernetes.minor_number == 35 and not config.kubernetes.allow_cgroup_v1
+
+
+def test_the_committed_dev_stack_carries_no_encryption_salt_or_secret() -> None:
+    # `pulumi stack init` writes an encryptionsalt derived from the local passphrase into the stack file; committed,
+    # it makes every other machine's passphrase "incorrect" (the real CLI said exactly that in the lab). The dev
+    # stack has no secrets, so its file must have neither.
+    from components.project_files import PROJECT_ROOT
+
+    text = (PROJECT_ROOT / "Pulumi.dev.yaml").read_text()
+    assert "encryptionsalt" not in text and "secure:" not in text
