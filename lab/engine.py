@@ -66,7 +66,18 @@ class Engine:
             stack_name=name, project_name=project_name(work_dir), program=inline_program(work_dir), opts=workspace
         )
         for key, value in (config or {}).items():
-            stack.set_config(key, config_value(value))
+            if isinstance(value, (dict, list)):
+                # Structured values are written leaf by leaf (`pulumi config set --path`), so the stack file holds
+                # them as YAML structure, as Pulumi.dev.yaml does: a later `config set --path 'nodes[2].name'`
+                # then extends the list. Set as one JSON string, the list would be a string to --path.
+                try:
+                    stack.remove_config(key)
+                except auto.CommandError:
+                    pass  # not set yet
+                for path, leaf in _leaves(key, value):
+                    stack.set_config(path, config_value(leaf), path=True)
+            else:
+                stack.set_config(key, config_value(value))
         return stack
 
 
@@ -125,6 +136,14 @@ def inline_program(work_dir: Path) -> Callable[[], None]:
         runpy.run_path(str(main), run_name="__main__")
 
     return program
+
+
+def _leaves(path: str, value: Any) -> list[tuple[str, Any]]:
+    if isinstance(value, dict):
+        return [leaf for key, item in value.items() for leaf in _leaves(f"{path}.{key}", item)]
+    if isinstance(value, list):
+        return [leaf for index, item in enumerate(value) for leaf in _leaves(f"{path}[{index}]", item)]
+    return [(path, value)]
 
 
 def config_value(value: Any) -> auto.ConfigValue:

@@ -53,8 +53,13 @@ def run_operation(operation: str, stack: str, host_name: str, overrides: Mapping
     netns.join(lab_host.namespace)
     engine = Engine(toolchain=toolchain, backend_dir=cache_root() / "state")
     selected = engine.stack(stack, config={**lab_stack_config(lab_host.uri, image), **settings})
-    calls = {"preview": lambda: selected.preview(diff=True, on_output=print), "up": lambda: selected.up(on_output=print),
-             "refresh": lambda: selected.refresh(on_output=print), "destroy": lambda: selected.destroy(on_output=print)}  # fmt: skip
+    calls = {
+        "preview": lambda: selected.preview(diff=True, on_output=print),
+        # --continue-on-error: every step that does not wait on a failed one still runs.
+        "up": lambda: selected.up(on_output=print, continue_on_error=True),
+        "refresh": lambda: selected.refresh(on_output=print),
+        "destroy": lambda: selected.destroy(on_output=print),
+    }
     try:
         with deadline(OPERATION_SECONDS[operation], f"pulumi {operation}"):
             calls[operation]()

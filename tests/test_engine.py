@@ -25,6 +25,7 @@ from pulumi import automation as auto
 
 from components.mockrun import run_program
 from components.project_files import PROJECT_ROOT
+from tests.test_scaling import compare
 from lab import host, netns
 from lab.engine import Engine, deadline
 from lab.errors import LabError
@@ -124,6 +125,18 @@ def test_preview_of_the_dev_stack_registers_what_the_mock_run_registers(lab: Lab
     assert not any(marker in text for marker in PRIVATE_KEY_MARKERS)
 
 
+def test_the_cli_refuses_a_project_whose_minimum_version_it_does_not_meet(lab: Lab, tmp_path: Path) -> None:
+    project = copy_project(tmp_path)
+    settings = project / "Pulumi.yaml"
+    text = settings.read_text()
+    assert "requiredPulumiVersion:" in text
+    settings.write_text(re.sub(r'requiredPulumiVersion: .*', 'requiredPulumiVersion: ">=99.0.0"', text))
+    stack = lab.engine.stack("minimum", project, config={"libvirt:uri": lab.host.uri})
+    with deadline(QUICK_SECONDS, "pulumi up (version check)"), pytest.raises(auto.CommandError, match="99.0.0"):
+        stack.up(on_output=print, continue_on_error=True)
+    assert state_resources(stack) == {}
+
+
 # --- up: the VMs for real, the preparation steps over SSH, a clear stop at the first download ----------------------
 
 
@@ -139,9 +152,11 @@ def first_up(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> UpRun:
     project = copy_project(tmp_path_factory.mktemp("lab-stack"))
     stack = lab.engine.stack("lab", project, config=lab_stack_config(lab.host.uri, lab.image))
     output: list[str] = []
+    # --continue-on-error: every step that does not wait on a failed one still runs, so what has run when the up
+    # ends does not depend on which node booted first.
     try:
         with deadline(UP_SECONDS, "pulumi up"):
-            stack.up(on_output=output.append)
+            stack.up(on_output=output.append, continue_on_error=True)
     except auto.CommandError as error:
         print("".join(output[-60:]))  # the engine's own account, for a reader of the test log
         return UpRun(stack, str(error), "\n".join(output))
@@ -228,6 +243,60 @@ def test_state_holds_no_secret_in_plain_text(lab: Lab, first_up: UpRun) -> None:
     assert "ciphertext" in json.dumps(deployment)
     for marker in PRIVATE_KEY_MARKERS:
         assert marker not in first_up.output
+
+
+# --- change: a worker added with `pulumi config set --path`, a VM lost out of band ----------------------------------
+
+NEW_WORKER = {"name": "lab-w2", "role": "worker", "ip": "192.168.150.12"}
+
+
+def test_an_added_worker_changes_exactly_what_the_scaling_tests_predict(lab: Lab, first_up: UpRun) -> None:
+    stack = first_up.stack
+    before = run_program("lab", overrides=lab_stack_config(lab.host.uri, lab.image))
+    for key, value in NEW_WORKER.items():
+        stack.set_config(f"kubeadm-libvirt:nodes[{len(LAB_NODES)}].{key}", auto.ConfigValue(value), path=True)
+    after = run_program("lab", overrides=lab_stack_config(lab.host.uri, lab.image, nodes=(*LAB_NODES, NEW_WORKER)))
+    added, removed, changed = compare(before, after)  # what tests/test_scaling.py asserts on the dev stack
+    assert added and removed == set()
+
+    existing = set(state_resources(stack))
+    with deadline(QUICK_SECONDS, "pulumi preview --diff"):
+        planned = steps_by_name(engine_events(stack.preview, diff=True))
+    touched = {name for name, op in planned.items() if op != "same" and name in existing}
+    assert touched == changed & existing  # the existing nodes' hosts files, nothing else that exists
+    created = {name for name, op in planned.items() if op == "create"}
+    assert added <= created and created - added == set(planned) - existing - added  # the rest: steps not yet run
+
+    with deadline(UP_SECONDS, "pulumi up (added worker)"):
+        with pytest.raises(auto.CommandError, match="lab-w2-container-runtime"):
+            stack.up(on_output=print, continue_on_error=True)
+    resources = state_resources(stack)
+    for step in ("domain", *PREPARED_STEPS):
+        assert f"lab-w2-{step}" in resources
+    assert lab.host.virsh("domstate", "lab-w2").strip() == "running"
+
+
+def test_a_vm_destroyed_out_of_band_comes_back_with_its_address_and_host_key(lab: Lab, first_up: UpRun) -> None:
+    stack = first_up.stack
+    name, ip = LAB_NODES[1]["name"], LAB_NODES[1]["ip"]
+    pinned = state_resources(stack)[name]["outputs"]["hostPublicKey"]
+    mac = domain_xml(lab, name).find("./devices/interface/mac").get("address")
+    lab.host.virsh("destroy", name)
+    lab.host.virsh("undefine", name)
+
+    with deadline(QUICK_SECONDS, "pulumi refresh"):
+        stack.refresh(on_output=print)
+    assert f"{name}-domain" not in state_resources(stack)
+    with deadline(UP_SECONDS, "pulumi up (recreate)"):
+        with pytest.raises(auto.CommandError, match="container-runtime"):
+            stack.up(on_output=print, continue_on_error=True)
+    resources = state_resources(stack)
+    assert f"{name}-domain" in resources and f"{name}-os-prep" in resources
+    assert domain_xml(lab, name).find("./devices/interface/mac").get("address") == mac
+    # The recreated VM answers at the same address with the key the stack pinned (the steps above dialled it).
+    scanned = subprocess.run(["ssh-keyscan", "-T", "30", "-t", "ed25519", ip], capture_output=True, text=True, timeout=90)
+    offered = {" ".join(line.split()[1:3]) for line in scanned.stdout.splitlines() if line and not line.startswith("#")}
+    assert offered == {" ".join(pinned.split()[:2])}
 
 
 def test_destroy_leaves_nothing_in_libvirt(lab: Lab, first_up: UpRun) -> None:
