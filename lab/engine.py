@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import runpy
+import shutil
 import signal
 import subprocess
 import sys
@@ -124,6 +125,14 @@ def _own_cli_pids() -> list[int]:
             except OSError:
                 continue
     return pids
+
+
+def copy_project(destination: Path) -> Path:
+    """A copy of the project for the CLI to work in: `set_config` then never writes into the clone's stack files."""
+    project = destination / "project"
+    ignored = shutil.ignore_patterns(".git", ".cache", "venv", ".venv*", "__pycache__", "lab", "tests", "bench")
+    shutil.copytree(PROJECT_ROOT, project, ignore=ignored)
+    return project
 
 
 def inline_program(work_dir: Path) -> Callable[[], None]:

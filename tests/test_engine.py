@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -24,10 +23,9 @@ import pytest
 from pulumi import automation as auto
 
 from components.mockrun import run_program
-from components.project_files import PROJECT_ROOT
 from tests.test_scaling import compare
 from lab import host, netns
-from lab.engine import Engine, deadline
+from lab.engine import Engine, copy_project, deadline
 from lab.errors import LabError
 from lab.image import build_guest_image
 from lab.stacks import LAB_NODES, lab_stack_config
@@ -72,15 +70,6 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             yield Lab(toolchain, image, lab_host, Engine(toolchain, backend_dir=tmp_path_factory.mktemp("state")))
     finally:
         host.stop(HOST_NAME)
-
-
-def copy_project(destination: Path) -> Path:
-    """A copy of the project to run the CLI in, so `set_config` never writes into the clone's stack files."""
-    project = destination / "project"
-    shutil.copytree(
-        PROJECT_ROOT, project, ignore=shutil.ignore_patterns(".git", ".cache", "venv", ".venv*", "__pycache__", "lab", "tests", "bench")
-    )
-    return project
 
 
 def engine_events(stack_call, **kwargs) -> list[auto.EngineEvent]:
