@@ -15,6 +15,9 @@ from components.config import Accelerator, NetworkSpec, NodeSpec, TimeoutScale
 GIB = 1024**3
 # Ubuntu cloud images hang at boot without a serial console (cloud-images bug 1573095).
 SERIAL_CONSOLE = {"type": "pty", "target_port": "0", "target_type": "serial"}
+# The provider gives every domain SPICE graphics unless told otherwise, and QEMU builds without SPICE exist (RHEL 9
+# and its rebuilds dropped it): VNC is in every QEMU. Loopback only; the serial console is what the nodes use.
+GRAPHICS = {"type": "vnc", "autoport": True, "listen_type": "address", "listen_address": "127.0.0.1"}
 # Creating a domain includes the provider's wait for it to start; scaled by timeoutScale.
 DOMAIN_CREATE_SECONDS = 15 * 60
 
@@ -107,6 +110,7 @@ class Node(pulumi.ComponentResource):
             # the seed) and SSH dial retries are the readiness gate.
             network_interfaces=[{"network_id": args.network_id, "mac": spec.mac, "wait_for_lease": False}],
             consoles=[SERIAL_CONSOLE],
+            graphics=GRAPHICS,
             autostart=True,
             opts=pulumi.ResourceOptions.merge(
                 replace_first,

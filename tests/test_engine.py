@@ -184,6 +184,12 @@ def test_up_creates_the_vms_as_the_stack_describes_them(lab: Lab, first_up: UpRu
         assert info["format"] == "qcow2" and info["backing-filename"].endswith(base_name), info  # copy-on-write child
         assert volume_path(lab, disks["cdrom"].find("./source")).endswith(".iso")
         assert "Autostart:      enable" in lab.host.virsh("dominfo", name)
+        # What the domain needs from libvirt and QEMU: VNC (not SPICE) on loopback, and an i440fx machine, since the
+        # provider attaches the cloud-init ISO on IDE, which q35 does not have.
+        graphics = xml.findall("./devices/graphics")
+        assert [g.get("type") for g in graphics] == ["vnc"] and graphics[0].get("listen") == "127.0.0.1"
+        assert disks["cdrom"].find("./target").get("bus") == "ide"
+        assert xml.find("./os/type").get("machine").startswith("pc-i440fx")
 
 
 def test_preparation_steps_ran_and_the_runtime_step_failed_naming_node_and_source(first_up: UpRun) -> None:
