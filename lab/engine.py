@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,21 +40,19 @@ class Engine:
     toolchain: Toolchain
     backend_dir: Path
     passphrase: str = DEFAULT_PASSPHRASE
-    extra_env: Mapping[str, str] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
-        env = self.toolchain.env()
-        # The stand-in plugins run on `python3` from PATH: make it this interpreter, which has the SDK installed.
-        env["PATH"] = f"{self.toolchain.bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-        env["PULUMI_BACKEND_URL"] = f"file://{self.backend_dir}"
-        env["PULUMI_CONFIG_PASSPHRASE"] = self.passphrase
-        return {**env, **self.extra_env}
+        return {
+            **self.toolchain.env(),
+            "PULUMI_BACKEND_URL": f"file://{self.backend_dir}",
+            "PULUMI_CONFIG_PASSPHRASE": self.passphrase,
+        }
 
     def stack(self, name: str, work_dir: Path = PROJECT_ROOT, config: Mapping[str, Any] | None = None) -> auto.Stack:
         """Select (or create) stack `name` of the project in `work_dir`, then set `config` on it.
 
-        Values are set as the CLI would set them: strings as they are, anything else as JSON (`--path`-free form),
-        and keys without a namespace belong to the project.
+        Values are set as the CLI would set them: strings as they are, other scalars as JSON, lists and mappings
+        leaf by leaf with `--path`; keys carry their namespace (`kubeadm-libvirt:nodes`, `libvirt:uri`).
         """
         self.backend_dir.mkdir(parents=True, exist_ok=True)
         workspace = auto.LocalWorkspaceOptions(

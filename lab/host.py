@@ -65,11 +65,11 @@ from typing import Any
 from urllib.parse import quote
 
 from lab.errors import LabError
-from lab.paths import cache_root, host_state_root
+from lab.netns import NETNS_DIR
+from lab.paths import cache_root, host_data_root, host_state_root
 
 DEFAULT_NAME = "lab"
 NAMESPACE_PREFIX = "kvl-"
-DEFAULT_DATA_ROOT = Path("/var/lib/kubeadm-libvirt-lab")
 POOL_NAME = "default"
 
 # Bounded waits (seconds). libvirtd answers in about a second; its shutdown takes up to a few seconds.
@@ -197,10 +197,6 @@ def validate_name(name: str) -> str:
         )
     return name
 
-
-def host_data_root() -> Path:
-    """Where lab hosts keep large data (the storage pools): on disk, not in /run. KUBEADM_LIBVIRT_LAB_DATA moves it."""
-    return Path(os.environ.get("KUBEADM_LIBVIRT_LAB_DATA", DEFAULT_DATA_ROOT))
 
 
 @dataclass(frozen=True)
@@ -592,12 +588,12 @@ def _alive(pid: int) -> bool:
 
 
 def _namespace_exists(namespace: str) -> bool:
-    return Path("/run/netns", namespace).exists()
+    return (NETNS_DIR / namespace).exists()
 
 
 def _namespace_inode(namespace: str) -> tuple[int, int] | None:
     try:
-        st = os.stat(Path("/run/netns", namespace))
+        st = os.stat(NETNS_DIR / namespace)
     except FileNotFoundError:
         return None
     return (st.st_dev, st.st_ino)

@@ -21,11 +21,6 @@ CLONE_NEWNET = 0x40000000
 NETNS_DIR = Path("/run/netns")
 
 
-def current() -> str:
-    """An identifier of the calling thread's network namespace (its inode)."""
-    return os.readlink(f"/proc/{os.getpid()}/task/{threading.get_native_id()}/ns/net")
-
-
 def join(namespace: str) -> None:
     """Join `namespace` (made by `ip netns add`). Affects the calling thread and what it starts from now on."""
     path = NETNS_DIR / namespace

@@ -25,5 +25,11 @@ def images_root() -> Path:
 
 
 def host_state_root() -> Path:
-    """Run-time state of lab hosts (pids, sockets, pool directories): not a cache, removed by `lab host stop`."""
+    """Run-time state of lab hosts (pids, sockets, daemon config): not a cache, removed by `lab host stop`."""
     return Path(os.environ.get("KUBEADM_LIBVIRT_LAB_RUN", "/run/kubeadm-libvirt-lab"))
+
+
+def host_data_root() -> Path:
+    """Where lab hosts keep large data (the storage pools): on disk, not in /run. KUBEADM_LIBVIRT_LAB_DATA moves it;
+    removed by `lab host stop` too."""
+    return Path(os.environ.get("KUBEADM_LIBVIRT_LAB_DATA", "/var/lib/kubeadm-libvirt-lab"))

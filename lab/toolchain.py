@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -23,7 +24,8 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,7 +78,8 @@ class Toolchain:
             # A plugin binary on PATH would win over the installed version: never let one in.
             "PULUMI_IGNORE_AMBIENT_PLUGINS": "true",
             "PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK": "true",
-            "PATH": f"{self.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+            # The stand-in plugins run on `python3` from PATH: this interpreter's, which has the SDK installed.
+            "PATH": os.pathsep.join([str(self.bin_dir), str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
         }
 
 
@@ -152,8 +155,6 @@ def _check_build_prerequisites() -> None:
 
 
 def _importable(module: str) -> bool:
-    import importlib.util
-
     return importlib.util.find_spec(module) is not None
 
 
@@ -205,18 +206,14 @@ def _build(scratch: Path, pins: Mapping, log: Log) -> None:
     (scratch / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
-class _timed:
-    def __init__(self, seconds: dict[str, float], name: str, log: Log) -> None:
-        self.seconds, self.name, self.log = seconds, name, log
-
-    def __enter__(self) -> None:
-        self.log(f"building {self.name} ...")
-        self.started = time.monotonic()
-
-    def __exit__(self, *exc: object) -> None:
-        self.seconds[self.name] = round(time.monotonic() - self.started, 1)
-        if exc[0] is None:
-            self.log(f"{self.name}: {self.seconds[self.name]:.0f} s")
+@contextmanager
+def _timed(seconds: dict[str, float], name: str, log: Log) -> Iterator[None]:
+    """Log a build part's start and duration, and record the duration in `seconds` (the manifest's figures)."""
+    log(f"building {name} ...")
+    started = time.monotonic()
+    yield
+    seconds[name] = round(time.monotonic() - started, 1)
+    log(f"{name}: {seconds[name]:.0f} s")
 
 
 def _go_build(module_dir: Path, package: str, output: Path, *, ldflags: str, tags: str = "") -> None:

@@ -78,17 +78,18 @@ def engine_events(stack_call, **kwargs) -> list[auto.EngineEvent]:
     return events
 
 
+def program_steps(events: list[auto.EngineEvent]) -> list[auto.StepEventMetadata]:
+    """The engine's step for each of the program's resources (providers and the stack left out)."""
+    return [
+        event.resource_pre_event.metadata
+        for event in events
+        if event.resource_pre_event is not None and not PROVIDER_OR_STACK.match(event.resource_pre_event.metadata.type)
+    ]
+
+
 def steps_by_name(events: list[auto.EngineEvent]) -> dict[str, str]:
-    """Resource name -> the step the engine took (create, same, update, replace, ...), providers and stack left out."""
-    steps = {}
-    for event in events:
-        if event.resource_pre_event is None:
-            continue
-        metadata = event.resource_pre_event.metadata
-        if PROVIDER_OR_STACK.match(metadata.type):
-            continue
-        steps[metadata.urn.rsplit("::", 1)[1]] = metadata.op.value
-    return steps
+    """Resource name -> the step the engine took (create, same, update, replace, ...)."""
+    return {step.urn.rsplit("::", 1)[1]: step.op.value for step in program_steps(events)}
 
 
 # --- preview: the engine registers exactly what the mocks do ------------------------------------------------------
@@ -100,12 +101,7 @@ def test_preview_of_the_dev_stack_registers_what_the_mock_run_registers(lab: Lab
     output: list[str] = []
     with deadline(QUICK_SECONDS, "pulumi preview"):
         events = engine_events(stack.preview, on_output=output.append)
-    seen = {}
-    for event in events:
-        if event.resource_pre_event is not None:
-            metadata = event.resource_pre_event.metadata
-            if not PROVIDER_OR_STACK.match(metadata.type):
-                seen[metadata.urn] = metadata.type
+    seen = {step.urn: step.type for step in program_steps(events)}
     mocked = {r.urn: r.type for r in run_program("dev").registrations if not PROVIDER_OR_STACK.match(r.type)}
     assert set(seen) - set(mocked) == set() and set(mocked) - set(seen) == set()
     assert seen == mocked
