@@ -17,7 +17,7 @@ from components.calico import calico_manifest_urls, render_calico_installation
 from components.config import ClusterConfig, NodeSpec
 from components.kubeadm_config import render_join_configuration, render_kubeadm_config
 from components.runtime_files import containerd_registry_hosts, render_docker_daemon_json
-from components.versions import PAUSE_TAGS, calico_node_images, kubernetes_apt_repository
+from components.versions import calico_node_images, kubernetes_apt_repository, pause_tag
 
 SCRIPT_DIR = Path(__file__).resolve().parent / "scripts"
 
@@ -99,7 +99,7 @@ def hosts_file(config: ClusterConfig) -> str:
 
 def sandbox_image(config: ClusterConfig) -> str:
     kubernetes = config.kubernetes
-    return f"{kubernetes.image_repository}/pause:{PAUSE_TAGS[kubernetes.minor_number]}"
+    return f"{kubernetes.image_repository}/pause:{pause_tag(kubernetes.minor_number)}"
 
 
 def install_container_runtime(config: ClusterConfig) -> str:

@@ -6,6 +6,7 @@ Sources: shared/notes/kubernetes-on-ubuntu-18.04.md (sections 1, 3, 5 and 8).
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 # kubeadm's v1beta4 config API (used for every rendered config) exists from 1.31.
 SUPPORTED_KUBERNETES_MINORS = (31, 37)
@@ -47,8 +48,70 @@ MIRRORS: dict[str, dict[str, str]] = {
     },
 }
 
-# The pause image tag kubeadm expects, per Kubernetes minor; containerd must use the same or kubeadm warns.
-PAUSE_TAGS: dict[int, str] = {31: "3.10", 32: "3.10", 33: "3.10", 34: "3.10.1", 35: "3.10.1", 36: "3.10.1", 37: "3.10.1"}
+
+
+@dataclass(frozen=True)
+class KubeadmImageTags:
+    """The image tags kubeadm of one release pulls besides its own version's (kube-apiserver etc. are v1.M.P):
+    constants.go's CoreDNSVersion, PauseVersion and SupportedEtcdVersion[M] (kubeadm falls back to the nearest minor
+    of that map when M is missing, as 1.37.2's lists only 34-36)."""
+
+    coredns: str
+    pause: str
+    etcd: str
+
+
+# Kubernetes minor -> {patch: tags of kubeadm 1.MINOR.PATCH}, read from cmd/kubeadm/app/constants/constants.go of
+# k8s.io/kubernetes at exactly those patches (`go mod download -json k8s.io/kubernetes@v1.34.4`, the Go module proxy).
+# Patch releases do change them: 1.31.0 pulls etcd 3.5.15-0 and CoreDNS v1.11.1, 1.31.14 etcd 3.5.24-0 and v1.11.3;
+# 1.34.0 etcd 3.6.4-0, 1.34.2 3.6.5-0. So a patch is known only when it was read, or lies between two read patches
+# with equal tags (nothing changed in between); any other patch is unknown (kubeadm_image_tags returns None) rather
+# than guessed. To add a patch: read those three constants at its tag and add a row.
+KUBEADM_IMAGE_TAGS: dict[int, dict[int, KubeadmImageTags]] = {
+    31: {0: KubeadmImageTags("v1.11.1", "3.10", "3.5.15-0"), 14: KubeadmImageTags("v1.11.3", "3.10", "3.5.24-0")},
+    32: {2: KubeadmImageTags("v1.11.3", "3.10", "3.5.16-0"), 13: KubeadmImageTags("v1.11.3", "3.10", "3.5.24-0")},
+    33: {6: KubeadmImageTags("v1.12.0", "3.10", "3.5.24-0"), 13: KubeadmImageTags("v1.12.0", "3.10", "3.5.24-0")},
+    34: {
+        0: KubeadmImageTags("v1.12.1", "3.10.1", "3.6.4-0"),
+        2: KubeadmImageTags("v1.12.1", "3.10.1", "3.6.5-0"),
+        3: KubeadmImageTags("v1.12.1", "3.10.1", "3.6.5-0"),
+        4: KubeadmImageTags("v1.12.1", "3.10.1", "3.6.5-0"),
+    },
+    35: {4: KubeadmImageTags("v1.13.1", "3.10.1", "3.6.6-0")},
+    36: {0: KubeadmImageTags("v1.14.2", "3.10.2", "3.6.8-0"), 3: KubeadmImageTags("v1.14.2", "3.10.2", "3.6.8-0")},
+    37: {2: KubeadmImageTags("v1.14.6", "3.10.2", "3.7.0-0")},
+}
+
+
+def kubeadm_image_tags(minor: int, patch: int) -> KubeadmImageTags | None:
+    """The tags kubeadm 1.minor.patch pulls, or None when this table cannot tell (see KUBEADM_IMAGE_TAGS)."""
+    read = KUBEADM_IMAGE_TAGS.get(minor, {})
+    if patch in read:
+        return read[patch]
+    below = [p for p in read if p < patch]
+    above = [p for p in read if p > patch]
+    if below and above and read[max(below)] == read[min(above)]:
+        return read[max(below)]
+    return None
+
+
+def known_patches(minor: int) -> str:
+    """The patches of a minor whose tags are known, for messages: "1.34.0, 1.34.2-1.34.4"."""
+    read = sorted(KUBEADM_IMAGE_TAGS.get(minor, {}))
+    spans: list[list[int]] = []
+    for patch in read:
+        if spans and kubeadm_image_tags(minor, spans[-1][0]) == kubeadm_image_tags(minor, patch):
+            spans[-1][1] = patch
+        else:
+            spans.append([patch, patch])
+    return ", ".join(f"1.{minor}.{a}" if a == b else f"1.{minor}.{a}-1.{minor}.{b}" for a, b in spans)
+
+
+def pause_tag(minor: int) -> str:
+    """The pause tag for containerd's sandbox image: that of the newest patch read. It is the same for every patch
+    read of each minor; were it to differ, kubeadm would only warn that the sandbox image is not the one it expects."""
+    read = KUBEADM_IMAGE_TAGS[minor]
+    return read[max(read)].pause
 
 
 def image_uses_cgroup_v1(image_url: str) -> bool:
