@@ -350,7 +350,7 @@ def _build(final_dir: Path, packages: Sequence[str]) -> None:
         debs = final_dir.parent / "debs"  # downloaded .debs, reused by later builds of any key
         debs.mkdir(exist_ok=True)
         _run(["debootstrap", "--variant=minbase", f"--cache-dir={debs}", SUITE, str(tree), mirror], log_path, tree / "debootstrap/debootstrap.log")
-        _assert_nothing_mounted_under(tree)
+        assert_nothing_mounted_under(tree)
         _log(f"installing {len(packages)} packages in the chroot")
         # Nothing may start inside the chroot: without a running systemd, invoke-rc.d would
         # fall back to the init scripts and start sshd and friends on the host.
@@ -439,7 +439,7 @@ def _proc_mounted(tree: Path) -> Iterator[None]:
         yield
     finally:
         subprocess.run(["umount", str(tree / "proc")], check=False)
-        _assert_nothing_mounted_under(tree)
+        assert_nothing_mounted_under(tree)
 
 
 def _copy_debs(source: Path, target: Path) -> None:
@@ -474,7 +474,7 @@ def _remove_build_dir(path: Path) -> None:
         return
     # debootstrap mounts /proc (and more) inside the tree; deleting through a live mount
     # would delete the host's files, so refuse rather than guess.
-    _assert_nothing_mounted_under(path)
+    assert_nothing_mounted_under(path)
     shutil.rmtree(path)
 
 
@@ -490,7 +490,7 @@ def _mounts_under(path: Path) -> list[Path]:
     return sorted(found, key=lambda p: len(p.parts), reverse=True)
 
 
-def _assert_nothing_mounted_under(path: Path) -> None:
+def assert_nothing_mounted_under(path: Path) -> None:
     """Detach whatever an interrupted debootstrap or chroot step left mounted, and refuse if any stays."""
     for mount_point in _mounts_under(path):
         subprocess.run(["umount", "--lazy", str(mount_point)], check=False)

@@ -14,22 +14,18 @@ is renamed into place when complete: a directory named after a key is always who
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import importlib.util
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tarfile
-import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from components import yaml_io
+from lab.build import COMPLETE, Log, digest_files, ensure_keyed, go_build, go_version, run, timed, tree_size
 from lab.errors import LabError
 from lab.paths import toolchain_root
 
@@ -38,9 +34,10 @@ PINS_FILE = LAB_DIR / "pins.yaml"
 GOMOD_DIR = LAB_DIR / "gomod"
 PLUGINS_DIR = LAB_DIR / "plugins"
 STAND_INS = ("command", "tls")
-MANIFEST = "manifest.json"
+# The wrapper modules of the toolchain (the others under lab/gomod are the mirror's: lab/mirror.py).
+TOOLCHAIN_MODULES = ("pulumi-cli", "libvirt-plugin")
+MANIFEST = COMPLETE  # written last: a toolchain directory with it is whole
 
-Log = Callable[[str], None]
 
 
 def _stderr(message: str) -> None:
@@ -89,19 +86,8 @@ def load_pins() -> dict:
 
 def toolchain_key() -> str:
     """Digest of everything the build reads from the clone, and of the Go that compiles it."""
-    digest = hashlib.sha256()
-    inputs = [PINS_FILE, *sorted(p for p in GOMOD_DIR.rglob("*") if p.is_file() and p.name != "schema.json")]
-    inputs += sorted(p for p in PLUGINS_DIR.glob("*.py"))
-    for path in inputs:
-        digest.update(str(path.relative_to(LAB_DIR)).encode() + b"\0" + path.read_bytes() + b"\0")
-    digest.update(_go_version().encode())
-    return digest.hexdigest()[:16]
-
-
-def _go_version() -> str:
-    if shutil.which("go") is None:
-        raise LabError("go is missing: install Go 1.26 (the lab builds the Pulumi toolchain from Go modules)")
-    return subprocess.run(["go", "env", "GOVERSION"], capture_output=True, text=True, check=True).stdout.strip()
+    modules = [p for name in TOOLCHAIN_MODULES for p in (GOMOD_DIR / name).rglob("*") if p.is_file() and p.name != "schema.json"]
+    return digest_files(LAB_DIR, [PINS_FILE, *modules, *PLUGINS_DIR.glob("*.py")], go_version())
 
 
 def find_toolchain() -> Toolchain | None:
@@ -120,32 +106,14 @@ def require_toolchain() -> Toolchain:
 def ensure_toolchain(force: bool = False, log: Log = _stderr) -> Toolchain:
     """The toolchain for this clone, built first when missing (or when `force`)."""
     _check_build_prerequisites()
-    key = toolchain_key()
-    cache = toolchain_root()
-    cache.mkdir(parents=True, exist_ok=True)
-    final = cache / key
-    started = time.monotonic()
-    with open(cache / f"{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent builders of one key wait for the first
-        if force and final.exists():
-            shutil.rmtree(final)
-        if (final / MANIFEST).is_file():
-            log(f"reusing {final} ({time.monotonic() - started:.1f} s)")
-            return Toolchain(final)
-        _remove_stale_builds(cache, key)
-        scratch = cache / f".build-{key}-{os.getpid()}"
-        try:
-            _build(scratch, load_pins(), log)
-            scratch.rename(final)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+    final = ensure_keyed(toolchain_root(), toolchain_key(), lambda scratch: _build(scratch, load_pins(), log), force=force, log=log)
     toolchain = Toolchain(final)
-    log(f"built {final} in {toolchain.manifest['seconds']['total']:.0f} s, {toolchain.manifest['bytes'] / 2**20:.0f} MiB")
+    log(f"toolchain {final}: built in {toolchain.manifest['seconds']['total']:.0f} s, {toolchain.manifest['bytes'] / 2**20:.0f} MiB")
     return toolchain
 
 
 def _check_build_prerequisites() -> None:
-    _go_version()
+    go_version()
     missing = [module for module in ("pulumi", "grpc", "cryptography") if not _importable(module)]
     if missing:
         raise LabError(
@@ -158,71 +126,48 @@ def _importable(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def _remove_stale_builds(cache: Path, key: str) -> None:
-    for stale in cache.glob(f".build-{key}-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-
-
 def _build(scratch: Path, pins: Mapping, log: Log) -> None:
     seconds: dict[str, float] = {}
     source = scratch / "src"
-    shutil.copytree(GOMOD_DIR, source)
+    for name in TOOLCHAIN_MODULES:
+        shutil.copytree(GOMOD_DIR / name, source / name)
     bin_dir = scratch / "bin"
     bin_dir.mkdir(parents=True)
     cli = pins["pulumi"]["cli"]
     libvirt = pins["plugins"]["libvirt"]
 
-    with _timed(seconds, "pulumi", log):
-        _go_build(
+    with timed(seconds, "pulumi", log):
+        go_build(
             source / "pulumi-cli",
             cli["package"],
             bin_dir / "pulumi",
             ldflags=f"-X {cli['ldflags_version']}={cli['version']}",
             tags="osusergo,grpcnotrace",
         )
-    with _timed(seconds, "libvirt", log):
+    with timed(seconds, "libvirt", log):
         wrapper = source / "libvirt-plugin"
         tools = scratch / "tools"
         version = f"-X main.version={libvirt['version']}"
-        _go_build(wrapper, "./cmd/pulumi-tfgen-libvirt", tools / "pulumi-tfgen-libvirt", ldflags=version)
-        _run([str(tools / "pulumi-tfgen-libvirt"), "schema", "--out", str(tools / "schema")], cwd=tools)
+        go_build(wrapper, "./cmd/pulumi-tfgen-libvirt", tools / "pulumi-tfgen-libvirt", ldflags=version)
+        run([str(tools / "pulumi-tfgen-libvirt"), "schema", "--out", str(tools / "schema")], cwd=tools)
         shutil.copy(tools / "schema" / "schema.json", wrapper / "cmd" / "pulumi-resource-libvirt" / "schema.json")
-        _go_build(wrapper, "./cmd/pulumi-resource-libvirt", tools / "pulumi-resource-libvirt", ldflags=version)
-    with _timed(seconds, "plugins", log):
+        go_build(wrapper, "./cmd/pulumi-resource-libvirt", tools / "pulumi-resource-libvirt", ldflags=version)
+    with timed(seconds, "plugins", log):
         env = {**os.environ, **Toolchain(scratch).env()}
         installs = {"libvirt": tools / "pulumi-resource-libvirt"}
         installs |= {name: _pack_stand_in(name, tools) for name in STAND_INS}
         for name, artifact in installs.items():
             version = pins["plugins"][name]["version"]
-            _run([str(bin_dir / "pulumi"), "plugin", "install", "resource", name, version, "--file", str(artifact)], env=env)
+            run([str(bin_dir / "pulumi"), "plugin", "install", "resource", name, version, "--file", str(artifact)], env=env)
         shutil.rmtree(source)
         shutil.rmtree(tools)
     seconds["total"] = sum(seconds.values())
     versions = {
-        "pulumi": _run([str(bin_dir / "pulumi"), "version"], env=env).strip(),
+        "pulumi": run([str(bin_dir / "pulumi"), "version"], env=env).strip(),
         **{name: pins["plugins"][name]["version"] for name in ("libvirt", *STAND_INS)},
     }
-    manifest = {"versions": versions, "seconds": seconds, "bytes": _size(scratch), "go": _go_version()}
+    manifest = {"versions": versions, "seconds": seconds, "bytes": tree_size(scratch), "go": go_version()}
     (scratch / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-
-
-@contextmanager
-def _timed(seconds: dict[str, float], name: str, log: Log) -> Iterator[None]:
-    """Log a build part's start and duration, and record the duration in `seconds` (the manifest's figures)."""
-    log(f"building {name} ...")
-    started = time.monotonic()
-    yield
-    seconds[name] = round(time.monotonic() - started, 1)
-    log(f"{name}: {seconds[name]:.0f} s")
-
-
-def _go_build(module_dir: Path, package: str, output: Path, *, ldflags: str, tags: str = "") -> None:
-    # Static, reproducible, no cgo: the plugins talk to libvirt over its RPC protocol (go-libvirt), not libvirt.so.
-    env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=readonly"}
-    argv = ["go", "build", "-trimpath", "-ldflags", f"-s -w {ldflags}", "-o", str(output)]
-    if tags:
-        argv += ["-tags", tags]
-    _run([*argv, package], cwd=module_dir, env=env)
 
 
 def _pack_stand_in(name: str, work: Path) -> Path:
@@ -240,15 +185,3 @@ def _pack_stand_in(name: str, work: Path) -> Path:
         for path in sorted(directory.iterdir()):
             tar.add(path, arcname=path.name)
     return archive
-
-
-def _run(argv: list[str], cwd: Path | None = None, env: Mapping[str, str] | None = None) -> str:
-    result = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True)
-    if result.returncode != 0:
-        tail = (result.stderr or result.stdout).strip().splitlines()[-15:]
-        raise LabError(f"`{' '.join(argv[:4])} ...` failed (exit {result.returncode}): " + " | ".join(tail))
-    return result.stdout
-
-
-def _size(root: Path) -> int:
-    return sum(path.stat().st_size for path in root.rglob("*") if path.is_file() and not path.is_symlink())
