@@ -17,6 +17,10 @@ ACCELERATORS: tuple[Accelerator, ...] = ("kvm", "tcg")
 CONTROL_PLANE: Role = "control-plane"
 WORKER: Role = "worker"
 ROLES: tuple[Role, ...] = (CONTROL_PLANE, WORKER)
+RuntimeSource = Literal["docker-repo", "os-archive"]
+# docker-repo: Docker's apt repository, docker-ce and containerd.io pinned (the tutorial); os-archive: the
+# distribution's own docker.io and containerd from the node's configured apt sources (reachable from a local mirror).
+RUNTIME_SOURCES: tuple[RuntimeSource, ...] = ("docker-repo", "os-archive")
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,27 @@ class SshSpec:
 
 
 @dataclass(frozen=True)
+class RegistrySpec:
+    """A registry that containerd and Docker on every node reach over plain HTTP or trust through a private CA."""
+
+    host: str  # host[:port] as image references name it, e.g. 192.168.150.1:5000
+    plain_http: bool
+    ca_cert: str | None  # PEM (public: a CA certificate is no secret)
+
+
+@dataclass(frozen=True)
+class OsAptSpec:
+    """The distribution archive the nodes use instead of the image's own apt sources (empty: keep the image's)."""
+
+    sources: tuple[str, ...]  # one-line entries: deb [options] URL SUITE [COMPONENT...]
+    key_url: str  # "" or the URL of the key the entries reference with signed-by=OS_APT_KEYRING
+
+
+# Where osAptKeyUrl's key is installed; an entry uses it with [signed-by=...].
+OS_APT_KEYRING = "/etc/apt/keyrings/kubeadm-libvirt-os.gpg"
+
+
+@dataclass(frozen=True)
 class KubernetesSpec:
     """What runs on the nodes: versions, subnets, package and image sources."""
 
@@ -75,6 +100,9 @@ class KubernetesSpec:
     image_repository: str
     registry_mirrors: tuple[str, ...]
     calico_manifest_url: str
+    calico_registry: str  # Installation.spec.registry: "quay.io/" or "host[:port][/path]/"
+    registries: tuple[RegistrySpec, ...]
+    container_runtime_source: RuntimeSource
     docker_version: str
     containerd_version: str
     smoke_test: bool
@@ -130,6 +158,7 @@ class ClusterConfig:
     image: ImageSpec
     storage_pool: str
     kubernetes: KubernetesSpec
+    os_apt: OsAptSpec
     # kvm: hardware virtualization; tcg: QEMU's software emulation (no usable /dev/kvm, e.g. nested without VT-x).
     accelerator: Accelerator
     timeouts: TimeoutScale

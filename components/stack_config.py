@@ -13,7 +13,7 @@ CONFIG_KEYS = (
     "sshPrivateKey", "kubernetesVersion", "allowCgroupV1", "podSubnet", "serviceSubnet", "kubeProxyMode",
     "calicoVersion", "dockerVersion", "containerdVersion", "mirror", "dockerAptMirror", "kubernetesAptMirror",
     "imageRepository", "registryMirrors", "calicoManifestUrl", "smokeTest", "protectControlPlane", "accelerator",
-    "timeoutScale",
+    "timeoutScale", "calicoRegistry", "registries", "containerRuntimeSource", "osAptSources", "osAptKeyUrl",
 )  # fmt: skip
 
 

@@ -25,6 +25,7 @@ from components.config import (
     ACCELERATORS,
     CONTROL_PLANE,
     ROLES,
+    RUNTIME_SOURCES,
     ClusterConfig,
     ImageSpec,
     KubernetesSpec,
@@ -33,7 +34,7 @@ from components.config import (
     SshSpec,
     TimeoutScale,
 )
-from components import versions
+from components import validation_sources, versions
 
 NAMESPACE = "kubeadm-libvirt"
 
@@ -126,6 +127,9 @@ def parse_cluster_config(raw: RawConfig) -> ClusterConfig:
     image = _parse_image(scalars.string("imageUrl"), problems)
     storage_pool = scalars.string("storagePool", pattern=POOL_NAME, fix="the name of a libvirt storage pool")
     kubernetes = _parse_kubernetes(scalars, problems, network, nodes, image.configured if image else "")
+    os_apt = validation_sources.parse_os_apt(
+        scalars.structured("osAptSources", list), scalars.string("osAptKeyUrl", required=False), problems
+    )
     protect = scalars.boolean("protectControlPlane", required=False)
     accelerator = scalars.choice("accelerator", ACCELERATORS)
     timeouts = scalars.timeout_scale("timeoutScale")
@@ -139,6 +143,7 @@ def parse_cluster_config(raw: RawConfig) -> ClusterConfig:
         image=image,  # type: ignore[arg-type]
         storage_pool=storage_pool,
         kubernetes=kubernetes,  # type: ignore[arg-type]
+        os_apt=os_apt,
         protect_control_plane=bool(protect),
         accelerator=accelerator,  # type: ignore[arg-type]
         timeouts=timeouts,
@@ -530,6 +535,9 @@ def _parse_kubernetes(
     for index, url in enumerate(registry_mirrors):
         if not isinstance(url, str) or not re.match(r"^https?://[^\s/]+", url):
             problems.add(f"registryMirrors[{index}]", url, "is not an http(s) URL", "list mirror URLs such as https://mirror.example.com")
+    registries = validation_sources.parse_registries(scalars.structured("registries", list), registry_mirrors, problems)
+    calico_registry = validation_sources.parse_calico_registry(scalars.string("calicoRegistry", required=False), problems)
+    runtime_source = scalars.choice("containerRuntimeSource", RUNTIME_SOURCES)
 
     minor = int(match.group(1)) if match else None
     if minor is not None:
@@ -551,6 +559,8 @@ def _parse_kubernetes(
                     "refuses cgroup v1 by default and Ubuntu 18.04 only has cgroup v1",
                     f"use 1.{versions.CGROUP_V1_LAST_SAFE_MINOR}, or opt in with `pulumi config set allowCgroupV1 true`",
                 )
+        else:
+            validation_sources.check_runtime_source(runtime_source, minor, image_url, problems)
         calico_problem = versions.calico_problem(calico_version, minor)
         if calico_problem:
             problems.add("calicoVersion", calico_version, calico_problem, versions.calico_fix(minor))
@@ -588,6 +598,9 @@ def _parse_kubernetes(
         image_repository=overrides["imageRepository"],
         registry_mirrors=tuple(registry_mirrors),
         calico_manifest_url=overrides["calicoManifestUrl"].rstrip("/"),
+        calico_registry=calico_registry,
+        registries=registries,
+        container_runtime_source=runtime_source,  # type: ignore[arg-type]
         docker_version=docker_version,
         containerd_version=containerd_version,
         smoke_test=scalars.boolean("smokeTest"),

@@ -14,8 +14,24 @@ DEFAULT_MINOR = 34
 # Ubuntu 18.04 has cgroup v1 only. From 1.35 the kubelet refuses cgroup v1 unless failCgroupV1 is false;
 # from 1.36 Kubernetes needs containerd 2, which Docker's bionic repository never shipped.
 CGROUP_V1_LAST_SAFE_MINOR = 34
-CGROUP_V1_LAST_MINOR_WITH_CONTAINERD_1 = 35
+# 1.35 is the last Kubernetes release that supports containerd 1.x (kubernetes-on-ubuntu-18.04.md section 2).
+LAST_MINOR_WITH_CONTAINERD_1 = 35
+CGROUP_V1_LAST_MINOR_WITH_CONTAINERD_1 = LAST_MINOR_WITH_CONTAINERD_1
 CGROUP_V1_IMAGE = re.compile(r"bionic|18\.04|focal|20\.04", re.IGNORECASE)
+
+# The image's distribution release, told from imageUrl like the cgroup version (None: not knowable from the name).
+IMAGE_RELEASES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"bionic|ubuntu-?18\.04", re.IGNORECASE), "Ubuntu 18.04"),
+    (re.compile(r"bookworm|debian-?12", re.IGNORECASE), "Debian 12"),
+)
+# containerRuntimeSource os-archive: what the distribution archive carries (docker.io, containerd). Debian 12:
+# bookworm's Packages (containerd 1.6.20~ds1-1+deb12u3, docker.io 20.10.24+dfsg1-1+deb12u1+b6); Ubuntu 18.04:
+# bionic-updates (containerd 1.6.12-0ubuntu1~18.04.1, docker.io 20.10.21-0ubuntu1~18.04.x). Other releases are
+# checked on the node (install-container-runtime.sh refuses a containerd older than the minor needs).
+OS_ARCHIVE_RUNTIME: dict[str, tuple[str, str]] = {
+    "Ubuntu 18.04": ("20.10.21", "1.6.12"),
+    "Debian 12": ("20.10.24", "1.6.20"),
+}
 
 # Calico minor -> the Kubernetes minors it is tested with (Tigera's per-release requirements pages).
 CALICO_KUBERNETES_MINORS: dict[str, tuple[int, int]] = {
@@ -116,6 +132,16 @@ def pause_tag(minor: int) -> str:
 
 def image_uses_cgroup_v1(image_url: str) -> bool:
     return bool(CGROUP_V1_IMAGE.search(image_url))
+
+
+def image_release(image_url: str) -> str | None:
+    return next((release for pattern, release in IMAGE_RELEASES if pattern.search(image_url)), None)
+
+
+def minimum_containerd(kubernetes_minor: int) -> str:
+    """The oldest containerd a Kubernetes minor runs with: 2.0 after the last minor with containerd 1.x support,
+    else 1.6 (the oldest containerd with the CRI v1 API that the kubelet has required since 1.26)."""
+    return "2.0" if kubernetes_minor > LAST_MINOR_WITH_CONTAINERD_1 else "1.6"
 
 
 def calico_problem(calico_version: str, kubernetes_minor: int) -> str | None:

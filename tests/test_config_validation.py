@@ -114,6 +114,30 @@ CASES = [
     ("image file url with a host", {"imageUrl": "file://server/images/a.qcow2"}, ["imageUrl", "names the host 'server'", "three slashes"]),
     ("image unsupported scheme", {"imageUrl": "ftp://mirror.example.com/a.qcow2"}, ["imageUrl", "unsupported scheme 'ftp'"]),
     ("image is a directory", {"imageUrl": "/tmp"}, ["imageUrl: '/tmp' is a directory"]),
+    ("apt source not deb", {"osAptSources": ["deb-src http://m.lab/debian bookworm main"]}, ["osAptSources[0]", "does not start with 'deb '"]),
+    ("apt source without url", {"osAptSources": ["deb [trusted=yes] bookworm main"]}, ["osAptSources[0]", "no http(s) archive URL"]),
+    ("apt source without suite", {"osAptSources": ["deb http://m.lab/debian"]}, ["osAptSources[0]", "names no suite"]),
+    ("apt source without component", {"osAptSources": ["deb http://m.lab/debian bookworm"]}, ["osAptSources[0]", "no component after the suite 'bookworm'"]),
+    ("apt flat source with component", {"osAptSources": ["deb http://m.lab/k8s/ / main"]}, ["osAptSources[0]", "flat suite '/'"]),
+    ("apt source unclosed options", {"osAptSources": ["deb [arch=amd64 http://m.lab/debian bookworm main"]}, ["osAptSources[0]", "without ']'"]),
+    ("apt source two lines", {"osAptSources": ["deb http://m.lab/debian bookworm main\ndeb http://x/ y z"]}, ["osAptSources[0]", "is not one line"]),
+    ("apt source with quotes", {"osAptSources": ["deb 'http://m.lab/debian' bookworm main"]}, ["osAptSources[0]", "contains quotes"]),
+    ("apt source not a string", {"osAptSources": [{"deb": "x"}]}, ["osAptSources[0]", "is not a string"]),
+    ("apt key url not http", {"osAptKeyUrl": "ftp://m.lab/key", "osAptSources": ["deb [signed-by=/etc/apt/keyrings/kubeadm-libvirt-os.gpg] http://m.lab/debian bookworm main"]}, ["osAptKeyUrl: 'ftp://m.lab/key' is not an http(s) URL"]),
+    ("apt key without sources", {"osAptKeyUrl": "http://m.lab/key.asc"}, ["osAptKeyUrl", "no osAptSources entry uses its key"]),
+    ("apt key but other keyring", {"osAptKeyUrl": "http://m.lab/key.asc", "osAptSources": ["deb [signed-by=/usr/share/keyrings/x.gpg] http://m.lab/debian bookworm main"]}, ["osAptSources[0]", "is signed by /usr/share/keyrings/x.gpg", "[signed-by=/etc/apt/keyrings/kubeadm-libvirt-os.gpg]"]),
+    ("apt key but no signed-by", {"osAptKeyUrl": "http://m.lab/key.asc", "osAptSources": ["deb http://m.lab/debian bookworm main"]}, ["osAptKeyUrl", "no osAptSources entry uses its key", "[signed-by=/etc/apt/keyrings/kubeadm-libvirt-os.gpg]"]),
+    ("unknown runtime source", {"containerRuntimeSource": "static"}, ["containerRuntimeSource: 'static' is not a known value", "docker-repo, os-archive"]),
+    ("os-archive containerd 1.6 for 1.36", {"containerRuntimeSource": "os-archive", "kubernetesVersion": "1.36.3", "calicoVersion": "3.32.0", "imageUrl": "https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-genericcloud-amd64.qcow2"}, ["containerRuntimeSource: 'os-archive' installs Debian 12's containerd 1.6.20", "needs containerd 2.0", "kubernetesVersion 1.35"]),
+    ("registry host with scheme", {"registries": [{"host": "http://192.168.150.1:5000", "plainHttp": True}]}, ["registries[0].host", "not a registry host[:port]", "without a scheme"]),
+    ("registry configures nothing", {"registries": [{"host": "192.168.150.1:5000"}]}, ["registries[0]: '192.168.150.1:5000' configures nothing"]),
+    ("registry http and ca", {"registries": [{"host": "r.lab", "plainHttp": True, "caCert": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----"}]}, ["registries[0]: 'r.lab' sets both plainHttp and caCert"]),
+    ("registry bad ca", {"registries": [{"host": "r.lab", "caCert": "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----"}]}, ["registries[0].caCert", "is not a PEM certificate"]),
+    ("registry string plainHttp", {"registries": [{"host": "r.lab", "plainHttp": "true"}]}, ["registries[0].plainHttp: 'true' is not a boolean"]),
+    ("registry twice", {"registries": [{"host": "r.lab", "plainHttp": True}, {"host": "r.lab", "plainHttp": True}]}, ["registries[1].host: 'r.lab' is configured twice"]),
+    ("registry docker.io and mirrors", {"registryMirrors": ["https://m.lab"], "registries": [{"host": "docker.io", "plainHttp": True}]}, ["registries[0].host: 'docker.io' is also configured by registryMirrors"]),
+    ("registry unknown key", {"registries": [{"host": "r.lab", "plainHttp": True, "insecure": True}]}, ["registries[0].insecure", "not a known registry key"]),
+    ("calico registry with scheme", {"calicoRegistry": "https://quay.io"}, ["calicoRegistry: 'https://quay.io' is not a registry", "192.168.150.1:5000"]),
 ]
 
 
@@ -230,3 +254,56 @@ def test_the_committed_dev_stack_carries_no_encryption_salt_or_secret() -> None:
 
     text = (PROJECT_ROOT / "Pulumi.dev.yaml").read_text()
     assert "encryptionsalt" not in text and "secure:" not in text
+
+
+LAB_SOURCE = "deb [signed-by=/etc/apt/keyrings/kubeadm-libvirt-os.gpg] http://192.168.150.1:8080/debian bookworm main"
+DEBIAN_12 = "https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-genericcloud-amd64.qcow2"
+
+
+def test_the_lab_sources_runtime_and_registries_are_accepted() -> None:
+    config = parse_cluster_config(
+        RawConfig(
+            dev_values(
+                imageUrl=DEBIAN_12,
+                kubernetesVersion="1.34.4",
+                osAptSources=[LAB_SOURCE, "deb http://192.168.150.1:8080/k8s/ /"],
+                osAptKeyUrl="http://192.168.150.1:8080/debian/archive.key",
+                containerRuntimeSource="os-archive",
+                registries=[{"host": "192.168.150.1:5000", "plainHttp": True}],
+                calicoRegistry="192.168.150.1:5000",
+            )
+        )
+    )
+    assert config.os_apt.sources == (LAB_SOURCE, "deb http://192.168.150.1:8080/k8s/ /")
+    assert config.os_apt.key_url == "http://192.168.150.1:8080/debian/archive.key"
+    kubernetes = config.kubernetes
+    assert kubernetes.container_runtime_source == "os-archive"
+    assert [(r.host, r.plain_http, r.ca_cert) for r in kubernetes.registries] == [("192.168.150.1:5000", True, None)]
+    assert kubernetes.calico_registry == "192.168.150.1:5000/"
+
+
+def test_the_defaults_keep_the_image_sources_docker_repo_and_quay() -> None:
+    config = parse_cluster_config(RawConfig(dev_values()))
+    assert config.os_apt.sources == () and config.os_apt.key_url == ""
+    assert config.kubernetes.container_runtime_source == "docker-repo"
+    assert config.kubernetes.registries == () and config.kubernetes.calico_registry == "quay.io/"
+
+
+def test_a_registry_with_a_real_ca_certificate_is_accepted(tmp_path) -> None:
+    import subprocess
+
+    key, cert = tmp_path / "ca.key", tmp_path / "ca.crt"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "1", "-subj", "/CN=kubeadm-libvirt test CA"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    pem = cert.read_text()
+    config = parse_cluster_config(RawConfig(dev_values(registries=[{"host": "registry.lab:5443", "caCert": pem}])))
+    (registry,) = config.kubernetes.registries
+    assert registry.host == "registry.lab:5443" and not registry.plain_http and registry.ca_cert == pem.strip() + "\n"
+
+
+def test_os_archive_on_debian_12_is_fine_up_to_1_35() -> None:
+    config = parse_cluster_config(RawConfig(dev_values(containerRuntimeSource="os-archive", kubernetesVersion="1.35.4", imageUrl=DEBIAN_12)))
+    assert config.kubernetes.container_runtime_source == "os-archive"
