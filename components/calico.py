@@ -1,10 +1,14 @@
-"""Calico's operator resources, built as data: the IP pool is the pod subnet, autodetection pinned to the node network."""
+"""Calico's operator resources, built as data: the IP pool is the pod subnet, autodetection pinned to the node network;
+and the kustomization that moves the tigera-operator image to calicoRegistry."""
 
 from __future__ import annotations
 
 from components.config import ClusterConfig
-from components.versions import CALICO_REGISTRY
-from components.yaml_io import dump_all
+from components.versions import CALICO_OPERATOR_IMAGE, CALICO_REGISTRY
+from components.yaml_io import dump, dump_all
+
+# calico.sh downloads tigera-operator.yaml into a directory under this name, next to the kustomization.
+OPERATOR_MANIFEST = "tigera-operator.yaml"
 
 
 def render_calico_installation(config: ClusterConfig) -> str:
@@ -13,7 +17,7 @@ def render_calico_installation(config: ClusterConfig) -> str:
         "kind": "Installation",
         "metadata": {"name": "default"},
         "spec": {
-            "registry": CALICO_REGISTRY,
+            "registry": config.kubernetes.calico_registry,  # every image the operator deploys
             "calicoNetwork": {
                 "ipPools": [
                     {
@@ -37,3 +41,20 @@ def calico_manifest_urls(config: ClusterConfig) -> tuple[str, str]:
     """(operator CRDs, tigera operator) manifests; since Calico 3.30 the CRDs are a separate file."""
     base = config.kubernetes.calico_manifest_url
     return f"{base}/operator-crds.yaml", f"{base}/tigera-operator.yaml"
+
+
+def operator_image(config: ClusterConfig) -> str:
+    """The operator image's name (no tag) after the rewrite: calicoRegistry, then the manifest's own path."""
+    return f"{config.kubernetes.calico_registry}{CALICO_OPERATOR_IMAGE}"
+
+
+def render_operator_kustomization(config: ClusterConfig) -> str:
+    """kustomize's images transformer rewrites the registry of the operator's image and keeps the manifest's tag:
+    the manifest is applied as downloaded otherwise, and the tag stays the one its Calico release chose."""
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [OPERATOR_MANIFEST],
+        "images": [{"name": f"{CALICO_REGISTRY}{CALICO_OPERATOR_IMAGE}", "newName": operator_image(config)}],
+    }
+    return dump(kustomization)

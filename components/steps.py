@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.calico import calico_manifest_urls, render_calico_installation
+from components.calico import calico_manifest_urls, operator_image, render_calico_installation, render_operator_kustomization
 from components.config import ClusterConfig, NodeSpec
 from components.kubeadm_config import render_join_configuration, render_kubeadm_config
 from components.runtime_files import containerd_registry_hosts, render_docker_daemon_json
@@ -153,7 +153,7 @@ def prepull_images(config: ClusterConfig) -> str:
         "prepull-images.sh",
         {
             "IMAGE_REPOSITORY": config.kubernetes.image_repository,
-            "EXTRA_IMAGES": " ".join(calico_node_images(config.kubernetes.calico_version)),
+            "EXTRA_IMAGES": " ".join(calico_node_images(config.kubernetes.calico_registry, config.kubernetes.calico_version)),
             "PULL_TIMEOUT_SECONDS": bound(config, PULL_TIMEOUT),
         },
     )
@@ -180,6 +180,8 @@ def calico(config: ClusterConfig) -> str:
         {
             "CALICO_OPERATOR_CRDS_URL": crds,
             "CALICO_OPERATOR_URL": operator,
+            "CALICO_OPERATOR_KUSTOMIZATION": render_operator_kustomization(config),
+            "CALICO_OPERATOR_IMAGE": operator_image(config),
             "CALICO_INSTALLATION": render_calico_installation(config),
             "CALICO_TIMEOUT_SECONDS": bound(config, CALICO_TIMEOUT),
         },

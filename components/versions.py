@@ -44,6 +44,8 @@ CALICO_KUBERNETES_MINORS: dict[str, tuple[int, int]] = {
 # those; quay.io has no Docker Hub pull limits. The images every node runs (DaemonSets):
 CALICO_REGISTRY = "quay.io/"
 CALICO_NODE_IMAGES = ("node", "cni", "pod2daemon-flexvol", "csi", "node-driver-registrar")
+# The operator's image in Calico's tigera-operator.yaml is quay.io/tigera/operator:<tag>: CALICO_REGISTRY + this.
+CALICO_OPERATOR_IMAGE = "tigera/operator"
 
 # Where packages and images come from. `china` is the tutorial's Aliyun setup, made current
 # (kubernetes-new replaces the frozen kubernetes-xenial copy). Explicit keys override a profile entry.
@@ -169,5 +171,6 @@ def kubernetes_apt_repository(mirror_base: str, minor: str) -> str:
     return f"{mirror_base}/v{minor}/deb/"
 
 
-def calico_node_images(calico_version: str) -> tuple[str, ...]:
-    return tuple(f"{CALICO_REGISTRY}calico/{image}:v{calico_version}" for image in CALICO_NODE_IMAGES)
+def calico_node_images(registry: str, calico_version: str) -> tuple[str, ...]:
+    """What the operator runs on every node, as Installation.spec.registry + calico/<name>:v<version>."""
+    return tuple(f"{registry}calico/{image}:v{calico_version}" for image in CALICO_NODE_IMAGES)

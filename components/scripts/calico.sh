@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # calico.sh: install Calico through the tigera-operator (CRDs, operator, Installation/APIServer) and wait until it is Available.
 # Safe to re-run: every apply is declarative (server-side for the large manifests), the wait is bounded.
-# Inputs (env): CALICO_OPERATOR_CRDS_URL, CALICO_OPERATOR_URL (manifest URLs), CALICO_INSTALLATION (YAML),
+# Inputs (env): CALICO_OPERATOR_CRDS_URL, CALICO_OPERATOR_URL (manifest URLs), CALICO_OPERATOR_KUSTOMIZATION and CALICO_OPERATOR_IMAGE (the operator image's registry rewrite and its result), CALICO_INSTALLATION (YAML),
 #               CALICO_TIMEOUT_SECONDS (bounds the whole step), TIMEOUT_SCALE_PERCENT (optional).
 set -euo pipefail
 
@@ -9,6 +9,11 @@ set -euo pipefail
 timeout_scale_input
 check_input CALICO_OPERATOR_CRDS_URL is_http_url "expected an http(s) URL of a manifest"
 check_input CALICO_OPERATOR_URL is_http_url "expected an http(s) URL of a manifest"
+kustomization=${CALICO_OPERATOR_KUSTOMIZATION-}
+if ! grep -q '^kind: *Kustomization *$' <<<"$kustomization" || ! grep -q '^- tigera-operator.yaml$' <<<"$kustomization"; then
+  problem "CALICO_OPERATOR_KUSTOMIZATION: expected a Kustomization (kustomize.config.k8s.io/v1beta1) of tigera-operator.yaml"
+fi
+check_input CALICO_OPERATOR_IMAGE is_image_ref "expected the operator image without its tag, e.g. quay.io/tigera/operator"
 installation=${CALICO_INSTALLATION-}
 if ! grep -q '^kind: *Installation *$' <<<"$installation"; then
   problem "CALICO_INSTALLATION: expected YAML with a 'kind: Installation' document (operator.tigera.io/v1)"
@@ -35,7 +40,20 @@ apply_manifest_url() {
 }
 
 apply_manifest_url "$CALICO_OPERATOR_CRDS_URL"
-apply_manifest_url "$CALICO_OPERATOR_URL"
+
+# The operator manifest is applied through kustomize's images transformer, which moves the operator image to
+# calicoRegistry and keeps the path and tag its Calico release chose (the default maps quay.io to itself).
+make_work_dir
+install -d -m 700 "$WORK/operator"
+log "downloading $CALICO_OPERATOR_URL"
+timeout "$(remaining)" curl -fsSL --connect-timeout "$(scaled 15)" --retry 3 --retry-delay 2 "$CALICO_OPERATOR_URL" \
+  -o "$WORK/operator/tigera-operator.yaml" || die "could not download $CALICO_OPERATOR_URL"
+printf '%s\n' "$kustomization" >"$WORK/operator/kustomization.yaml"
+kubectl kustomize "$WORK/operator" >"$WORK/tigera-operator.yaml" ||
+  die "kubectl kustomize could not build $CALICO_OPERATOR_URL with CALICO_OPERATOR_KUSTOMIZATION"
+grep -qE "^[[:space:]-]*image: ${CALICO_OPERATOR_IMAGE//./\\.}:" "$WORK/tigera-operator.yaml" ||
+  die "$CALICO_OPERATOR_URL has no container image that became $CALICO_OPERATOR_IMAGE:<tag> (is it Calico's tigera-operator.yaml?)"
+apply_manifest_url "$WORK/tigera-operator.yaml"
 
 crds=(crd/installations.operator.tigera.io)
 if grep -q '^kind: *APIServer *$' <<<"$installation"; then crds+=(crd/apiservers.operator.tigera.io); fi
