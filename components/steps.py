@@ -16,7 +16,7 @@ from pathlib import Path
 from components.calico import calico_manifest_urls, operator_image, render_calico_installation, render_operator_kustomization
 from components.config import ClusterConfig, NodeSpec
 from components.kubeadm_config import render_join_configuration, render_kubeadm_config
-from components.runtime_files import containerd_registry_hosts, render_docker_daemon_json
+from components.runtime_files import containerd_registry_hosts, registry_ca_certs, render_docker_daemon_json
 from components.versions import calico_node_images, kubernetes_apt_repository, pause_tag
 
 SCRIPT_DIR = Path(__file__).resolve().parent / "scripts"
@@ -124,6 +124,7 @@ def configure_container_runtime(config: ClusterConfig, with_docker: bool = True)
             "SANDBOX_IMAGE": sandbox_image(config),
             "DOCKER_DAEMON_JSON": render_docker_daemon_json(config.kubernetes) if with_docker else "",
             "CONTAINERD_REGISTRY_HOSTS": containerd_registry_hosts(config.kubernetes),
+            "REGISTRY_CA_CERTS": registry_ca_certs(config.kubernetes),
             "RUNTIME_READY_TIMEOUT_SECONDS": bound(config, RUNTIME_READY_TIMEOUT),
         },
     )

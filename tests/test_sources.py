@@ -43,3 +43,56 @@ def test_calico_registry_moves_the_installation_the_operator_and_the_prepulls() 
     assert env["CALICO_OPERATOR_IMAGE"] == "192.168.150.1:5000/tigera/operator"
     prepull = step_env(node_commands(config).prepull_images, "prepull-images")["EXTRA_IMAGES"].split()
     assert prepull and all(image.startswith("192.168.150.1:5000/calico/") and image.endswith(":v3.31.6") for image in prepull)
+
+
+def decode_records(text: str) -> dict[str, str]:
+    import base64
+
+    return {line.split("\t")[0]: base64.b64decode(line.split("\t")[1]).decode() for line in text.splitlines()}
+
+
+def test_private_registries_reach_containerd_and_docker(tmp_path) -> None:
+    import json
+    import subprocess
+    import tomllib
+
+    key, cert = tmp_path / "ca.key", tmp_path / "ca.crt"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "1", "-subj", "/CN=kubeadm-libvirt test CA"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    config = lab_config(
+        registries=[{"host": "192.168.150.1:5000", "plainHttp": True}, {"host": "registry.lab:5443", "caCert": cert.read_text()}],
+        registryMirrors=["https://mirror.lab"],
+    )
+    env = step_env(node_commands(config).container_runtime, "configure-container-runtime")
+    hosts = {registry: tomllib.loads(text) for registry, text in decode_records(env["CONTAINERD_REGISTRY_HOSTS"]).items()}
+    assert hosts == {
+        "docker.io": {"server": "https://registry-1.docker.io", "host": {"https://mirror.lab": {"capabilities": ["pull", "resolve"]}}},
+        "192.168.150.1:5000": {"server": "http://192.168.150.1:5000"},
+        "registry.lab:5443": {"server": "https://registry.lab:5443", "ca": "/etc/containerd/certs.d/registry.lab:5443/ca.crt"},
+    }
+    assert decode_records(env["REGISTRY_CA_CERTS"]) == {"registry.lab:5443": cert.read_text().strip() + "\n"}
+    daemon = json.loads(env["DOCKER_DAEMON_JSON"])
+    assert daemon["insecure-registries"] == ["192.168.150.1:5000"] and daemon["registry-mirrors"] == ["https://mirror.lab"]
+
+
+def test_the_default_stack_configures_no_registry() -> None:
+    env = step_env(node_commands(lab_config(registries=[])).container_runtime, "configure-container-runtime")
+    assert env["CONTAINERD_REGISTRY_HOSTS"] == "" and env["REGISTRY_CA_CERTS"] == ""
+    assert "insecure-registries" not in env["DOCKER_DAEMON_JSON"]
+
+
+def test_configure_container_runtime_refuses_bad_registry_records_before_changing_anything() -> None:
+    import subprocess
+
+    command = node_commands(lab_config()).container_runtime
+    (_, env, script) = next(part for part in split_invocation(command) if part[0] == "configure-container-runtime")
+    env = {**env, "REGISTRY_CA_CERTS": "registry.lab:5443\tbm90IGEgY2VydGlmaWNhdGU=\nbad host!\tAAAA"}
+    result = subprocess.run(
+        ["bash", "-c", script, "configure-container-runtime"], env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True
+    )
+    assert result.returncode == 2, result.stderr
+    assert "REGISTRY_CA_CERTS line 1: the ca.crt for 'registry.lab:5443' is not a PEM certificate" in result.stderr
+    assert "REGISTRY_CA_CERTS line 2: registry 'bad host!' is not a host[:port] name" in result.stderr

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# configure-container-runtime.sh: containerd config for kubeadm (CRI on, SystemdCgroup, pause image, certs.d mirrors), optional docker daemon.json.
+# configure-container-runtime.sh: containerd config for kubeadm (CRI on, SystemdCgroup, pause image, certs.d registries and CAs), optional docker daemon.json and certs.d CAs.
 # Safe to re-run: files are rewritten only when their content differs; services restart only when their config changed.
-# Inputs (env): SANDBOX_IMAGE, DOCKER_DAEMON_JSON (may be empty), CONTAINERD_REGISTRY_HOSTS (may be empty;
-#   "REGISTRY<TAB>BASE64(hosts.toml)" lines), RUNTIME_READY_TIMEOUT_SECONDS (optional, default 60), TIMEOUT_SCALE_PERCENT.
+# Inputs (env): SANDBOX_IMAGE, DOCKER_DAEMON_JSON (may be empty), CONTAINERD_REGISTRY_HOSTS and REGISTRY_CA_CERTS (may be empty;
+#   "REGISTRY<TAB>BASE64(hosts.toml or PEM)" lines), RUNTIME_READY_TIMEOUT_SECONDS (optional, default 60), TIMEOUT_SCALE_PERCENT.
 set -euo pipefail
 
 CONFIG=/etc/containerd/config.toml
 CERTS_D=/etc/containerd/certs.d
 DAEMON_JSON=/etc/docker/daemon.json
+DOCKER_CERTS_D=/etc/docker/certs.d
 HOSTS_MARKER='# Managed by kubeadm-libvirt (configure-container-runtime.sh); removed when no longer configured.'
 
 make_work_dir
@@ -33,40 +34,53 @@ fi
 
 seconds_input RUNTIME_READY_TIMEOUT_SECONDS 1 "$(scaled 60)"
 
-# Registry hosts: decode into $WORK now, so that a bad record is reported before anything changes.
+# Registry records: decoded into $WORK now, so that a bad record is reported before anything changes.
 REGISTRY_RE='^(_default|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?)$'
-registries=()
-declare -A seen_registry=()
-lineno=0
-while IFS= read -r line || [[ -n $line ]]; do
-  lineno=$((lineno + 1))
-  line=${line%$'\r'}
-  [[ -n ${line//[[:space:]]/} ]] || continue
-  where="CONTAINERD_REGISTRY_HOSTS line $lineno"
-  if [[ $line != *$'\t'* ]]; then
-    problem "$where: expected 'REGISTRY<TAB>BASE64_OF_HOSTS_TOML', found no tab"
-    continue
-  fi
-  registry=${line%%$'\t'*}
-  b64=${line#*$'\t'}
-  if [[ ! $registry =~ $REGISTRY_RE ]]; then
-    problem "$where: registry '$registry' is not a host[:port] name (or _default)"
-    continue
-  fi
-  if [[ -n ${seen_registry[$registry]-} ]]; then
-    problem "$where: registry '$registry' appears twice"
-    continue
-  fi
-  seen_registry[$registry]=1
-  decoded="$WORK/hosts.$lineno"
-  if [[ ! $b64 =~ ^[A-Za-z0-9+/]+={0,2}$ ]] || ! printf '%s' "$b64" | base64 -d >"$decoded" 2>/dev/null ||
-    [[ ! -s $decoded ]]; then
-    problem "$where: the hosts.toml for '$registry' is not valid non-empty base64"
-    continue
-  fi
-  { echo "$HOSTS_MARKER"; cat "$decoded"; } >"$decoded.toml"
-  registries+=("$registry=$decoded.toml")
-done <<<"${CONTAINERD_REGISTRY_HOSTS-}"
+# decode_records NAME KIND: env NAME holds "REGISTRY<TAB>BASE64" lines; each becomes a file in $WORK (the marker
+# line, then the decoded text: TOML comments it, and PEM readers skip text before "-----BEGIN"), recorded as
+# "REGISTRY=FILE" in RECORDS. Bad lines are recorded as problems.
+decode_records() {
+  local name=$1 kind=$2 line registry b64 where decoded lineno=0
+  local -A seen=()
+  RECORDS=()
+  while IFS= read -r line || [[ -n $line ]]; do
+    lineno=$((lineno + 1))
+    line=${line%$'\r'}
+    [[ -n ${line//[[:space:]]/} ]] || continue
+    where="$name line $lineno"
+    if [[ $line != *$'\t'* ]]; then
+      problem "$where: expected 'REGISTRY<TAB>BASE64_OF_${kind^^}', found no tab"
+      continue
+    fi
+    registry=${line%%$'\t'*}
+    b64=${line#*$'\t'}
+    if [[ ! $registry =~ $REGISTRY_RE ]]; then
+      problem "$where: registry '$registry' is not a host[:port] name (or _default)"
+      continue
+    fi
+    if [[ -n ${seen[$registry]-} ]]; then
+      problem "$where: registry '$registry' appears twice"
+      continue
+    fi
+    seen[$registry]=1
+    decoded="$WORK/$name.$lineno"
+    if [[ ! $b64 =~ ^[A-Za-z0-9+/]+={0,2}$ ]] || ! printf '%s' "$b64" | base64 -d >"$decoded" 2>/dev/null ||
+      [[ ! -s $decoded ]]; then
+      problem "$where: the $kind for '$registry' is not valid non-empty base64"
+      continue
+    fi
+    if [[ $kind == ca.crt ]] && ! grep -q -- '-----BEGIN CERTIFICATE-----' "$decoded"; then
+      problem "$where: the ca.crt for '$registry' is not a PEM certificate"
+      continue
+    fi
+    { echo "$HOSTS_MARKER"; cat "$decoded"; } >"$decoded.$kind"
+    RECORDS+=("$registry=$decoded.$kind")
+  done <<<"${!name-}"
+}
+decode_records CONTAINERD_REGISTRY_HOSTS hosts.toml
+registries=("${RECORDS[@]}")
+decode_records REGISTRY_CA_CERTS ca.crt
+ca_certs=("${RECORDS[@]}")
 
 exit_on_problems
 
@@ -108,23 +122,31 @@ done
 put_file "$generated" "$CONFIG" 644
 containerd_changed=$CHANGED
 
-# --- registry hosts (/etc/containerd/certs.d/REGISTRY/hosts.toml) ----------------------------
-# containerd reads hosts.toml on every pull, so these need no restart.
-declare -A wanted=()
-for entry in "${registries[@]}"; do
-  registry=${entry%%=*}
-  wanted[$registry]=1
-  put_file "${entry#*=}" "$CERTS_D/$registry/hosts.toml" 644
-done
-for f in "$CERTS_D"/*/hosts.toml; do
-  [[ -f $f ]] || continue
-  registry=$(basename "$(dirname "$f")")
-  if [[ -z ${wanted[$registry]-} ]] && [[ $(head -n 1 "$f") == "$HOSTS_MARKER" ]]; then
-    log "removing $f (registry $registry is no longer configured)"
-    rm -f "$f"
-    rmdir --ignore-fail-on-non-empty "$(dirname "$f")"
-  fi
-done
+# --- registry files (certs.d/REGISTRY/hosts.toml and ca.crt) ---------------------------------
+# containerd reads hosts.toml and Docker its certs.d on every pull, so these need no restart. A file this script
+# wrote (its first line is the marker) goes again when its registry is no longer configured.
+# sync_registry_files DIR FILE RECORD...: DIR/REGISTRY/FILE for each REGISTRY=SOURCE record; stale ones removed.
+sync_registry_files() {
+  local dir=$1 file=$2 entry registry f
+  shift 2
+  local -A wanted=()
+  for entry in "$@"; do
+    registry=${entry%%=*}
+    wanted[$registry]=1
+    put_file "${entry#*=}" "$dir/$registry/$file" 644
+  done
+  for f in "$dir"/*/"$file"; do
+    [[ -f $f ]] || continue
+    registry=$(basename "$(dirname "$f")")
+    if [[ -z ${wanted[$registry]-} ]] && [[ $(head -n 1 "$f") == "$HOSTS_MARKER" ]]; then
+      log "removing $f (no longer configured for $registry)"
+      rm -f "$f"
+      rmdir --ignore-fail-on-non-empty "$(dirname "$f")"
+    fi
+  done
+}
+sync_registry_files "$CERTS_D" hosts.toml "${registries[@]}"
+sync_registry_files "$CERTS_D" ca.crt "${ca_certs[@]}"
 
 # --- crictl (from cri-tools) talks to containerd ---------------------------------------------
 cat >"$WORK/crictl.yaml" <<EOF
@@ -148,6 +170,7 @@ if [[ -n $daemon_json ]]; then
     log "docker is not installed: DOCKER_DAEMON_JSON is not written"
   fi
 fi
+if ((docker_installed)); then sync_registry_files "$DOCKER_CERTS_D" ca.crt "${ca_certs[@]}"; fi
 
 # --- services --------------------------------------------------------------------------------
 ensure_service() { # ensure_service UNIT CHANGED: restart if its config changed, else start if stopped; enable
