@@ -84,12 +84,27 @@ def wait_for_boot(config: ClusterConfig) -> str:
     return invocation(config, "wait-for-boot.sh", {"BOOT_TIMEOUT_SECONDS": bound(config, BOOT_TIMEOUT)})
 
 
-def os_prep(config: ClusterConfig) -> str:
+def os_apt_sources(config: ClusterConfig) -> str:
     return invocation(
+        config,
+        "os-apt-sources.sh",
+        {
+            "OS_APT_SOURCES": "\n".join(config.os_apt.sources),
+            "OS_APT_KEY_URL": config.os_apt.key_url,
+            "APT_LOCK_TIMEOUT_SECONDS": bound(config, APT_LOCK_TIMEOUT),
+        },
+    )
+
+
+def os_prep(config: ClusterConfig) -> str:
+    """The OS archive first (os-prep installs packages from it), then the host prerequisites. Two scripts, one
+    step: each file keeps one concern, and the graph (and its critical path) keeps its shape."""
+    prerequisites = invocation(
         config,
         "os-prep.sh",
         {"KUBE_PROXY_MODE": config.kubernetes.kube_proxy_mode, "APT_LOCK_TIMEOUT_SECONDS": bound(config, APT_LOCK_TIMEOUT)},
     )
+    return f"{os_apt_sources(config)} && {prerequisites}"
 
 
 def hosts_file(config: ClusterConfig) -> str:

@@ -96,3 +96,23 @@ def test_configure_container_runtime_refuses_bad_registry_records_before_changin
     assert result.returncode == 2, result.stderr
     assert "REGISTRY_CA_CERTS line 1: the ca.crt for 'registry.lab:5443' is not a PEM certificate" in result.stderr
     assert "REGISTRY_CA_CERTS line 2: registry 'bad host!' is not a host[:port] name" in result.stderr
+
+
+def test_os_prep_applies_the_os_archive_first() -> None:
+    config = lab_config()
+    parts = split_invocation(node_commands(config).os_prep)
+    assert [name for name, _, _ in parts] == ["os-apt-sources", "os-prep"]
+    env = parts[0][1]
+    assert env["OS_APT_SOURCES"] == LAB["osAptSources"][0] and env["OS_APT_KEY_URL"] == LAB["osAptKeyUrl"]
+
+
+def test_os_apt_sources_refuses_bad_entries_before_changing_anything() -> None:
+    import subprocess
+
+    (_, env, script) = split_invocation(node_commands(lab_config()).os_prep)[0]
+    env = {**env, "OS_APT_SOURCES": "deb http://192.168.150.1:8080/debian bookworm main\ndeb-src http://x.lab/debian bookworm main\ndeb [trusted=yes] bookworm main"}
+    result = subprocess.run(["bash", "-c", script, "os-apt-sources"], env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert "OS_APT_SOURCES line 2: 'deb-src http://x.lab/debian bookworm main'" in result.stderr
+    assert "OS_APT_SOURCES line 3: 'deb [trusted=yes] bookworm main'" in result.stderr
+    assert "line 1" not in result.stderr
