@@ -2,9 +2,11 @@
 
     python3 -m lab toolchain build|check     the Pulumi CLI and plugins, built from Go modules and cached
     python3 -m lab image build               the Debian 12 guest image (a bootable qcow2), cached by content
+    python3 -m lab mirror build|check        Kubernetes, its packages and images for an air-gapped cluster, cached
     python3 -m lab host start|stop|status    libvirtd in a network namespace of its own, with a `default` pool
     python3 -m lab env                       `export` lines for a shell that drives the lab by hand
-    python3 -m lab preview|up|refresh|destroy [--stack lab] [--set KEY=VALUE]   the real engine on the lab host
+    python3 -m lab preview|up|refresh|destroy [--stack lab] [--set KEY=VALUE] [--mirror]   the real engine on the
+                                             lab host; --mirror installs Kubernetes from the lab mirror
 
 A missing prerequisite or a bad configuration ends with one line on stderr and exit status 2.
 """
@@ -46,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     image.add_argument("--force", action="store_true")
     image.set_defaults(handler=_image)
 
+    mirror = commands.add_parser("mirror", help="build or check the lab mirror (Kubernetes packages and images)")
+    mirror.add_argument("action", choices=("build", "check"))
+    mirror.add_argument("--force", action="store_true", help="rebuild even when the cache has this key")
+    mirror.set_defaults(handler=_mirror)
+
     host = commands.add_parser("host", help="start, stop or show a lab host")
     host.add_argument("action", choices=("start", "stop", "status"))
     host.add_argument("--name", default=DEFAULT_HOST)
@@ -60,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
         run.add_argument("--stack", default="lab", help="stack name (its Pulumi.<stack>.yaml, if any, applies)")
         run.add_argument("--name", default=DEFAULT_HOST, help="the lab host")
         run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="set a config key (JSON for structured values)")
+        run.add_argument("--mirror", action="store_true", help="install Kubernetes from the lab mirror (built if missing, served in the lab namespace)")
         run.set_defaults(handler=_stack_operation, operation=operation)
     return parser
 
@@ -75,6 +83,20 @@ def _toolchain(args: argparse.Namespace) -> int:
     print(f"toolchain {built.root}")
     for name, version in manifest["versions"].items():
         print(f"  {name:8} {version}")
+    seconds = ", ".join(f"{name} {value:.0f} s" for name, value in manifest["seconds"].items())
+    print(f"  built in {seconds}; {manifest['bytes'] / 2**20:.0f} MiB")
+    return 0
+
+
+def _mirror(args: argparse.Namespace) -> int:
+    from lab import mirror
+
+    built = mirror.ensure_mirror(force=args.force) if args.action == "build" else mirror.require_mirror()
+    manifest = built.manifest
+    print(f"mirror {built.root}")
+    for name, version in manifest["versions"].items():
+        print(f"  {name:12} {version}")
+    print(f"  images: {' '.join(manifest['images'])}")
     seconds = ", ".join(f"{name} {value:.0f} s" for name, value in manifest["seconds"].items())
     print(f"  built in {seconds}; {manifest['bytes'] / 2**20:.0f} MiB")
     return 0
@@ -118,7 +140,7 @@ def _stack_operation(args: argparse.Namespace) -> int:
         overrides = parse_settings(args.set)
     except UsageError as error:
         raise LabError(str(error)) from None
-    return run_operation(args.operation, stack=args.stack, host_name=args.name, overrides=overrides)
+    return run_operation(args.operation, stack=args.stack, host_name=args.name, overrides=overrides, mirrored=args.mirror)
 
 
 if __name__ == "__main__":

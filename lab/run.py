@@ -16,13 +16,15 @@ from pulumi import automation as auto
 
 from components.project_files import merged_config
 from components.validation import NAMESPACE, ConfigError, RawConfig, parse_cluster_config
-from lab import host, netns
+from lab import host, mirror_services, netns
 from lab.engine import Engine, deadline
 from lab.errors import LabError
 from lab.image import build_guest_image
 from lab.paths import cache_root
-from lab.stacks import lab_stack_config
-from lab.toolchain import ensure_toolchain
+from lab.mirror import ensure_mirror
+from lab.mirror_services import MirrorEndpoints
+from lab.stacks import LAB_GATEWAY, lab_stack_config, mirrored_cluster_config
+from lab.toolchain import ensure_toolchain, load_pins
 
 # Generous bounds for TCG on two cores; past them the CLI is interrupted and the command fails.
 OPERATION_SECONDS = {"preview": 10 * 60, "up": 60 * 60, "refresh": 10 * 60, "destroy": 20 * 60}
@@ -44,15 +46,21 @@ def validate(stack: str, config: Mapping[str, Any]) -> None:
         raise LabError(str(error)) from None
 
 
-def run_operation(operation: str, stack: str, host_name: str, overrides: Mapping[str, Any]) -> int:
+def run_operation(operation: str, stack: str, host_name: str, overrides: Mapping[str, Any], mirrored: bool = False) -> int:
+    """`mirrored`: the stack installs everything from the lab mirror (lab/mirror.py), served in the host's namespace."""
     settings = {f"{NAMESPACE}:{key}" if ":" not in key else key: value for key, value in overrides.items()}
-    validate(stack, {**lab_stack_config("qemu:///system", _PLACEHOLDER_IMAGE), **settings})
+    endpoints = MirrorEndpoints(LAB_GATEWAY)
+    mirror_settings = mirrored_cluster_config(endpoints, load_pins()["mirror"]["kubernetes"]["version"]) if mirrored else {}
+    validate(stack, {**lab_stack_config("qemu:///system", _PLACEHOLDER_IMAGE), **mirror_settings, **settings})
     toolchain = ensure_toolchain()
     image = build_guest_image()
+    mirror = ensure_mirror() if mirrored else None
     lab_host = host.start(host_name)
     netns.join(lab_host.namespace)
+    if mirror is not None:
+        mirror_services.start(lab_host, mirror)
     engine = Engine(toolchain=toolchain, backend_dir=cache_root() / "state")
-    selected = engine.stack(stack, config={**lab_stack_config(lab_host.uri, image), **settings})
+    selected = engine.stack(stack, config={**lab_stack_config(lab_host.uri, image), **mirror_settings, **settings})
     calls = {
         "preview": lambda: selected.preview(diff=True, on_output=print),
         # --continue-on-error: every step that does not wait on a failed one still runs.

@@ -7,8 +7,11 @@ the project's defaults from Pulumi.yaml, as for any user's stack.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any
+
+from lab.mirror_services import MirrorEndpoints
 
 LAB_NETWORK = {"name": "kvl-lab", "cidr": "192.168.150.0/24"}
 LAB_NODES = (
@@ -27,4 +30,24 @@ def lab_stack_config(libvirt_uri: str, image: Path | str, nodes: tuple[dict[str,
         "kubeadm-libvirt:imageUrl": str(image),
         "kubeadm-libvirt:accelerator": "tcg",
         "kubeadm-libvirt:timeoutScale": LAB_TIMEOUT_SCALE,
+    }
+
+
+# The lab network's gateway: the bridge libvirt puts on the first host address, inside the lab's namespace, where
+# lab/mirror_services.py serves the mirror. The VMs reach it; nothing outside the namespace does.
+LAB_GATEWAY = str(next(ipaddress.ip_network(LAB_NETWORK["cidr"]).hosts()))
+OS_ARCHIVE_KEYRING = "/etc/apt/keyrings/kubeadm-libvirt-os.gpg"  # the path osAptSources entries must name
+
+
+def mirrored_cluster_config(mirror: MirrorEndpoints, kubernetes_version: str) -> dict[str, Any]:
+    """What an air-gapped user sets, pointed at the lab mirror: every package and image source, the OS-archive
+    runtime (Docker's repository is out of reach) and the mirror's exact Kubernetes patch."""
+    return {
+        "kubeadm-libvirt:kubernetesVersion": kubernetes_version.lstrip("v"),
+        "kubeadm-libvirt:kubernetesAptMirror": mirror.kubernetes_apt_mirror,
+        "kubeadm-libvirt:imageRepository": mirror.image_repository,
+        "kubeadm-libvirt:containerRuntimeSource": "os-archive",
+        "kubeadm-libvirt:osAptSources": [f"deb [signed-by={OS_ARCHIVE_KEYRING}] {mirror.debian_archive} bookworm main"],
+        "kubeadm-libvirt:osAptKeyUrl": f"{mirror.debian_archive}/archive.key",
+        "kubeadm-libvirt:registries": [{"host": mirror.registry, "plainHttp": True}],
     }

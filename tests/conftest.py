@@ -15,6 +15,7 @@ from components.mockrun import StackRun, run_program
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "realvm: boots QEMU guests (slow); deselect with -m 'not realvm'")
     config.addinivalue_line("markers", "engine: the real Pulumi engine on a lab host (toolchain build, libvirt, TCG guests)")
+    config.addinivalue_line("markers", "mirror: reads the built lab mirror (python3 -m lab mirror build: Kubernetes from Go modules)")
     config.addinivalue_line("markers", "labhost: starts real lab hosts (network namespace, libvirtd, a TCG domain); needs root")
     # pulumi_command's package import warns about its deprecated CopyFile resource, which the program does not use.
     config.addinivalue_line("filterwarnings", "ignore:This resource is deprecated:DeprecationWarning")
@@ -39,6 +40,19 @@ def key_pair(tmp_path_factory: pytest.TempPathFactory) -> KeyPair:
     path = directory / "id_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kubeadm-libvirt-test", "-f", str(path)], check=True)
     return KeyPair(private_key_path=path, public_key=(directory / "id_ed25519.pub").read_text().strip())
+
+
+@pytest.fixture(scope="session")
+def built_kubeadm() -> Path:
+    """The real kubeadm of the lab mirror's Kubernetes pin, built from k8s.io/kubernetes (lab/mirror.py) and cached
+    outside the clone: the whole mirror's when it is built, else kubeadm alone (about 90 s cold, then instant)."""
+    from lab.errors import LabError
+    from lab.mirror import ensure_kubeadm
+
+    try:
+        return ensure_kubeadm()
+    except LabError as error:
+        pytest.fail(f"cannot build kubeadm for the check: {error}")
 
 
 @pytest.fixture
