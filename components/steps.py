@@ -17,7 +17,7 @@ from components.calico import calico_manifest_urls, operator_image, render_calic
 from components.config import ClusterConfig, NodeSpec
 from components.kubeadm_config import render_join_configuration, render_kubeadm_config
 from components.runtime_files import containerd_registry_hosts, registry_ca_certs, render_docker_daemon_json
-from components.versions import calico_node_images, kubernetes_apt_repository, pause_tag
+from components.versions import calico_node_images, kubernetes_apt_repository, minimum_containerd, pause_tag
 
 SCRIPT_DIR = Path(__file__).resolve().parent / "scripts"
 
@@ -118,14 +118,24 @@ def sandbox_image(config: ClusterConfig) -> str:
 
 
 def install_container_runtime(config: ClusterConfig) -> str:
+    """Only the inputs of the chosen source: os-archive ignores Docker's repository and versions."""
     kubernetes = config.kubernetes
+    source: dict[str, str]
+    if kubernetes.container_runtime_source == "os-archive":
+        # The node checks its archive's containerd against the minor's floor; validation can only for known images.
+        source = {"CONTAINERD_MIN_VERSION": minimum_containerd(kubernetes.minor_number)}
+    else:
+        source = {
+            "DOCKER_APT_REPO": kubernetes.docker_apt_mirror,
+            "DOCKER_VERSION": kubernetes.docker_version,
+            "CONTAINERD_VERSION": kubernetes.containerd_version,
+        }
     return invocation(
         config,
         "install-container-runtime.sh",
         {
-            "DOCKER_APT_REPO": kubernetes.docker_apt_mirror,
-            "DOCKER_VERSION": kubernetes.docker_version,
-            "CONTAINERD_VERSION": kubernetes.containerd_version,
+            "CONTAINER_RUNTIME_SOURCE": kubernetes.container_runtime_source,
+            **source,
             "APT_LOCK_TIMEOUT_SECONDS": bound(config, APT_LOCK_TIMEOUT),
         },
     )

@@ -116,3 +116,26 @@ def test_os_apt_sources_refuses_bad_entries_before_changing_anything() -> None:
     assert "OS_APT_SOURCES line 2: 'deb-src http://x.lab/debian bookworm main'" in result.stderr
     assert "OS_APT_SOURCES line 3: 'deb [trusted=yes] bookworm main'" in result.stderr
     assert "line 1" not in result.stderr
+
+
+def test_os_archive_sends_only_its_own_inputs_and_the_containerd_floor() -> None:
+    env = step_env(node_commands(lab_config()).container_runtime, "install-container-runtime")
+    assert {key: value for key, value in env.items() if key != "APT_LOCK_TIMEOUT_SECONDS"} == {
+        "CONTAINER_RUNTIME_SOURCE": "os-archive", "CONTAINERD_MIN_VERSION": "1.6", "TIMEOUT_SCALE_PERCENT": "100",
+    }  # fmt: skip
+    noble = "https://cloud-images.ubuntu.com/noble/current/noble-server-cloudimg-amd64.img"
+    newer = lab_config(imageUrl=noble, kubernetesVersion="1.36.3", calicoVersion="3.32.0")
+    assert step_env(node_commands(newer).container_runtime, "install-container-runtime")["CONTAINERD_MIN_VERSION"] == "2.0"
+    default = step_env(node_commands(lab_config(containerRuntimeSource="docker-repo")).container_runtime, "install-container-runtime")
+    assert default["CONTAINER_RUNTIME_SOURCE"] == "docker-repo" and default["CONTAINERD_VERSION"] == "1.6.21"
+
+
+def test_install_container_runtime_refuses_an_unknown_source_before_changing_anything() -> None:
+    import subprocess
+
+    (_, env, script) = split_invocation(node_commands(lab_config()).container_runtime)[0]
+    for bad, named in (({"CONTAINER_RUNTIME_SOURCE": "static"}, "CONTAINER_RUNTIME_SOURCE='static'"), ({"CONTAINERD_MIN_VERSION": "two"}, "CONTAINERD_MIN_VERSION='two'")):
+        result = subprocess.run(
+            ["bash", "-c", script, "install-container-runtime"], env={"PATH": "/usr/bin:/bin", **env, **bad}, capture_output=True, text=True
+        )
+        assert result.returncode == 2 and named in result.stderr, result.stderr

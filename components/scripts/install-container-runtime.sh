@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# install-container-runtime.sh: docker-ce, docker-ce-cli, containerd.io pinned from Docker's repo for this node's distribution (Ubuntu or Debian), held.
-# Safe to re-run: does nothing (apart from apt-mark hold) when the requested versions are already installed.
-# Inputs (env): DOCKER_APT_REPO (the directory holding ubuntu/ and debian/), DOCKER_VERSION (e.g. 24.0.2),
-#               CONTAINERD_VERSION (e.g. 1.6.21), APT_LOCK_TIMEOUT_SECONDS, TIMEOUT_SCALE_PERCENT (optional).
+# install-container-runtime.sh: docker-ce, docker-ce-cli, containerd.io pinned from Docker's repo (docker-repo), or the distribution's docker.io, containerd, runc (os-archive); held.
+# Safe to re-run: does nothing (apart from apt-mark hold) when the requested packages are already installed.
+# Inputs (env): CONTAINER_RUNTIME_SOURCE (docker-repo|os-archive); docker-repo: DOCKER_APT_REPO (the directory holding ubuntu/, debian/),
+#   DOCKER_VERSION (24.0.2), CONTAINERD_VERSION (1.6.21); os-archive: CONTAINERD_MIN_VERSION (1.6); APT_LOCK_TIMEOUT_SECONDS, TIMEOUT_SCALE_PERCENT.
 set -euo pipefail
 
 KEYRING=/etc/apt/keyrings/docker.gpg
@@ -14,21 +14,58 @@ SOURCES=/etc/apt/sources.list.d/docker.list
 
 # --- inputs (all checked before anything changes; exit 2 when invalid) ------------------------
 timeout_scale_input
-base=${DOCKER_APT_REPO-}
-base=${base%/}
-if ! is_http_url "$base" || [[ $base == *[\"\'\\]* ]]; then
-  problem "DOCKER_APT_REPO='$base': expected an http(s) base URL such as https://download.docker.com/linux"
-elif [[ $base == */ubuntu || $base == */debian ]]; then
-  problem "DOCKER_APT_REPO='$base': expected the directory above the per-distribution repositories, e.g. ${base%/*} (this node adds its own)"
-fi
-docker_version=${DOCKER_VERSION-}
-[[ $docker_version =~ ^[0-9]+(\.[0-9]+){1,3}$ ]] ||
-  problem "DOCKER_VERSION='$docker_version': expected an upstream version such as 24.0.2"
-containerd_version=${CONTAINERD_VERSION-}
-[[ $containerd_version =~ ^[0-9]+(\.[0-9]+){1,3}$ ]] ||
-  problem "CONTAINERD_VERSION='$containerd_version': expected an upstream version such as 1.6.21"
+source=${CONTAINER_RUNTIME_SOURCE:-docker-repo}
+case $source in
+  docker-repo)
+    base=${DOCKER_APT_REPO-}
+    base=${base%/}
+    if ! is_http_url "$base" || [[ $base == *[\"\'\\]* ]]; then
+      problem "DOCKER_APT_REPO='$base': expected an http(s) base URL such as https://download.docker.com/linux"
+    elif [[ $base == */ubuntu || $base == */debian ]]; then
+      problem "DOCKER_APT_REPO='$base': expected the directory above the per-distribution repositories, e.g. ${base%/*} (this node adds its own)"
+    fi
+    docker_version=${DOCKER_VERSION-}
+    [[ $docker_version =~ ^[0-9]+(\.[0-9]+){1,3}$ ]] ||
+      problem "DOCKER_VERSION='$docker_version': expected an upstream version such as 24.0.2"
+    containerd_version=${CONTAINERD_VERSION-}
+    [[ $containerd_version =~ ^[0-9]+(\.[0-9]+){1,3}$ ]] ||
+      problem "CONTAINERD_VERSION='$containerd_version': expected an upstream version such as 1.6.21"
+    ;;
+  os-archive)
+    min_containerd=${CONTAINERD_MIN_VERSION-}
+    [[ $min_containerd =~ ^[0-9]+(\.[0-9]+){1,2}$ ]] ||
+      problem "CONTAINERD_MIN_VERSION='$min_containerd': expected the oldest containerd the Kubernetes minor runs with, e.g. 1.6 or 2.0"
+    ;;
+  *) problem "CONTAINER_RUNTIME_SOURCE='$source': expected 'docker-repo' or 'os-archive'" ;;
+esac
 apt_lock_timeout_input
 exit_on_problems
+
+# --- os-archive: the distribution's own packages, from this node's apt sources (e.g. osAptSources) ----
+if [[ $source == os-archive ]]; then
+  PACKAGES=(docker.io containerd runc)
+  at_least() { [[ $(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n 1) == "$2" ]]; } # at_least VERSION MINIMUM
+  numeric() { local v; v=$(upstream_of "$1"); printf '%s' "${v%%[!0-9.]*}"; } # 1.6.20~ds1-1+deb12u3 -> 1.6.20
+  missing=()
+  for p in "${PACKAGES[@]}"; do is_installed "$p" || missing+=("$p"); done
+  if ((${#missing[@]} > 0)); then
+    apt_update
+    candidate=$(apt-cache policy containerd 2>/dev/null | awk '$1 == "Candidate:" { print $2 }')
+    [[ -n $candidate && $candidate != "(none)" ]] ||
+      die "this node's apt sources have no containerd package (CONTAINER_RUNTIME_SOURCE=os-archive installs the distribution's; check osAptSources)"
+    at_least "$(numeric "$candidate")" "$min_containerd" ||
+      die "the distribution's containerd $candidate is older than $min_containerd, which this Kubernetes version needs (CONTAINERD_MIN_VERSION); use containerRuntimeSource docker-repo with a newer containerdVersion"
+    # docker-ce and containerd.io (docker-repo) conflict with these: apt replaces them.
+    apt_install "${missing[@]}"
+  fi
+  installed=$(installed_version containerd)
+  at_least "$(numeric "$installed")" "$min_containerd" ||
+    die "containerd $installed is installed, older than $min_containerd (CONTAINERD_MIN_VERSION)"
+  ensure_held "${PACKAGES[@]}"
+  printf 'docker.io %s, containerd %s, runc %s from the OS archive\n' \
+    "$(installed_version docker.io)" "$installed" "$(installed_version runc)"
+  exit 0
+fi
 
 distro=$(os_release ID)
 codename=$(os_release VERSION_CODENAME)
