@@ -16,12 +16,16 @@ import json
 import shlex
 import sys
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from components import yaml_io
+from components.config import ClusterConfig
+from components.images import ImageList, cluster_images
 from components.mockrun import Registration, StackRun, redact, run_program
-from components.project_files import PROJECT_ROOT, declared_keys, project_name
+from components.project_files import PROJECT_ROOT, declared_keys, merged_config, project_name
 from components.stack_config import InvalidConfig
+from components.validation import ConfigError, RawConfig, parse_cluster_config
 
 # Long text inputs shown as blocks, and how to make them readable.
 TEXT_INPUTS = ("userData", "metaData", "networkConfig", "create", "delete", "stdin")
@@ -108,7 +112,7 @@ def _indent(text: str, prefix: str) -> str:
     return "".join(prefix + line if line.strip() else line for line in text.splitlines(keepends=True))
 
 
-def render_plan(run: StackRun, stack: str) -> str:
+def render_plan(run: StackRun, stack: str, images: ImageList | None = None) -> str:
     names = {r.urn: r.name for r in run.registrations}
     children: dict[str, list[Registration]] = defaultdict(list)
     for registration in run.registrations:
@@ -142,6 +146,10 @@ def render_plan(run: StackRun, stack: str) -> str:
     roots = [r for r in run.registrations if r.parent not in names]
     for registration in sorted(roots, key=lambda r: r.name):
         emit(registration, 1)
+    if images is not None:
+        lines += ["", f"images (python -m components.images --stack {stack}):"]
+        lines += [f"  {image}" for image in images.images]
+        lines += [f"  # not named: {problem}" for problem in images.unknown]
     return "\n".join(lines) + "\n"
 
 
@@ -169,24 +177,46 @@ def parse_settings(settings: list[str]) -> dict[str, Any]:
     return overrides
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Print the plan; exit 2 with the problem alone (no traceback) on bad arguments or an invalid configuration."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def load_config(stack: str, overrides: dict[str, Any]) -> ClusterConfig:
+    """The stack's validated ClusterConfig, from the same merge of Pulumi.yaml and the stack file the plan runs."""
+    prefix = f"{project_name()}:"
+    merged = merged_config(stack, overrides)
+    values = {key.removeprefix(prefix): value for key, value in merged.items() if key.startswith(prefix)}
+    try:
+        return parse_cluster_config(RawConfig(values))
+    except ConfigError as error:
+        raise InvalidConfig(str(error)) from None
+
+
+def run_cli(argv: list[str] | None, description: str, render: Callable[[str, dict[str, Any]], str]) -> int:
+    """`--stack S [--set K=V ...]`, then print render(stack, overrides); exit 2 with the problem alone (no traceback)
+    on bad arguments, an invalid configuration or an unreadable stack file. Shared by the plan and the image list."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--stack", default="dev", help="the Pulumi.<stack>.yaml to merge with Pulumi.yaml")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     args = parser.parse_args(argv)  # argparse itself exits 2 with a usage line on unknown options
     try:
         if not (PROJECT_ROOT / f"Pulumi.{args.stack}.yaml").is_file():
             raise UsageError(f"--stack {args.stack}: there is no Pulumi.{args.stack}.yaml in {PROJECT_ROOT}")
-        run = run_program(args.stack, overrides=parse_settings(args.set))
+        text = render(args.stack, parse_settings(args.set))
     except (UsageError, InvalidConfig) as error:
         print(error, file=sys.stderr)
         return 2
     except ValueError as error:  # project_files: an encrypted value in the stack file, which only the CLI can read
         print(f"cannot read the stack config: {error}", file=sys.stderr)
         return 2
-    sys.stdout.write(render_plan(run, args.stack))
+    sys.stdout.write(text)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the plan, the images every node will pull at its end."""
+
+    def render(stack: str, overrides: dict[str, Any]) -> str:
+        run = run_program(stack, overrides=overrides)  # validates first: an invalid config stops here
+        return render_plan(run, stack, cluster_images(load_config(stack, overrides)))
+
+    return run_cli(argv, __doc__.splitlines()[0], render)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,14 @@ CALICO_REGISTRY = "quay.io/"
 CALICO_NODE_IMAGES = ("node", "cni", "pod2daemon-flexvol", "csi", "node-driver-registrar")
 # The operator's image in Calico's tigera-operator.yaml is quay.io/tigera/operator:<tag>: CALICO_REGISTRY + this.
 CALICO_OPERATOR_IMAGE = "tigera/operator"
+# What the operator deploys for the Installation and APIServer calico.py renders, besides CALICO_NODE_IMAGES:
+# Typha, kube-controllers and the API server (no Goldmane, Whisker or gateway resources, no certificate management).
+CALICO_CLUSTER_IMAGES = ("typha", "kube-controllers", "apiserver")
+# Calico release -> the tigera/operator tag its tigera-operator.yaml pins: the operator release that says "released
+# to support Calico version v3.31.N" (tigera/operator release notes: v1.40.12 for 3.31.5, v1.40.13 for 3.31.6,
+# v1.40.15 for 3.31.7). Not read from the manifests themselves, which are not reachable here; calico.sh checks on
+# the node that the manifest's operator image is the rewritten one, whatever its tag.
+CALICO_OPERATOR_TAGS: dict[str, str] = {"3.31.5": "v1.40.12", "3.31.6": "v1.40.13", "3.31.7": "v1.40.15"}
 
 # Where packages and images come from. `china` is the tutorial's Aliyun setup, made current
 # (kubernetes-new replaces the frozen kubernetes-xenial copy). Explicit keys override a profile entry.

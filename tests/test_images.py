@@ -21,3 +21,102 @@ def test_a_patch_is_known_only_when_read_or_between_two_equal_reads() -> None:
 
 def test_the_sandbox_image_follows_the_minor() -> None:
     assert [versions.pause_tag(minor) for minor in (31, 34, 35, 36, 37)] == ["3.10", "3.10.1", "3.10.1", "3.10.2", "3.10.2"]
+
+
+# --- the image list (python -m components.images) --------------------------------------------------
+
+import os
+import subprocess
+import sys
+
+from components.images import cluster_images, kubeadm_images
+from components.project_files import PROJECT_ROOT
+from components.validation import RawConfig, parse_cluster_config
+from tests.test_config_validation import dev_values
+
+KUBEADM_ENV = "KUBEADM_LIBVIRT_KUBEADM"
+
+
+def run_images(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "components.images", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120
+    )
+
+
+def config_for(**overrides: object):
+    return parse_cluster_config(RawConfig(dev_values(**overrides)))
+
+
+def real_kubeadm_images(version: str, repository: str) -> list[str]:
+    """What the real kubeadm names; its path comes from KUBEADM_LIBVIRT_KUBEADM (CI sets it to the lab's build)."""
+    kubeadm = os.environ.get(KUBEADM_ENV)
+    assert kubeadm, (
+        f"{KUBEADM_ENV} is not set: point it at a kubeadm binary of v1.34.4 (the lab builds one from k8s.io/kubernetes); "
+        "this comparison is what keeps the tag table in components/versions.py honest, so it fails rather than skips"
+    )
+    result = subprocess.run(
+        [kubeadm, "config", "images", "list", "--kubernetes-version", f"v{version}", "--image-repository", repository],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return result.stdout.split()
+
+
+def test_kubeadm_images_equal_the_real_kubeadm_for_1_34_4() -> None:
+    for repository in ("192.168.150.1:5000/k8s", "registry.k8s.io"):
+        images, problem = kubeadm_images(config_for(kubernetesVersion="1.34.4", imageRepository=repository).kubernetes)
+        assert problem is None
+        assert images == real_kubeadm_images("1.34.4", repository), repository
+
+
+def test_the_whole_list_for_a_mirrored_stack() -> None:
+    result = run_images(
+        "--set", "kubernetesVersion=1.34.4", "--set", "imageRepository=192.168.150.1:5000/k8s",
+        "--set", "calicoRegistry=192.168.150.1:5000",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "192.168.150.1:5000/k8s/kube-apiserver:v1.34.4",
+        "192.168.150.1:5000/k8s/kube-controller-manager:v1.34.4",
+        "192.168.150.1:5000/k8s/kube-scheduler:v1.34.4",
+        "192.168.150.1:5000/k8s/kube-proxy:v1.34.4",
+        "192.168.150.1:5000/k8s/coredns:v1.12.1",
+        "192.168.150.1:5000/k8s/pause:3.10.1",
+        "192.168.150.1:5000/k8s/etcd:3.6.5-0",
+        "192.168.150.1:5000/tigera/operator:v1.40.13",
+        *(f"192.168.150.1:5000/calico/{name}:v3.31.6" for name in ("typha", "kube-controllers", "apiserver", "node", "cni", "pod2daemon-flexvol", "csi", "node-driver-registrar")),
+        "docker.io/library/nginx:1.27-alpine",
+    ]
+
+
+def test_the_prepulled_and_sandbox_images_are_in_the_list() -> None:
+    from components.steps import sandbox_image
+    from components.versions import calico_node_images
+
+    config = config_for(kubernetesVersion="1.34.4", calicoRegistry="192.168.150.1:5000")
+    listed = cluster_images(config).images
+    assert sandbox_image(config) in listed
+    assert set(calico_node_images(config.kubernetes.calico_registry, config.kubernetes.calico_version)) <= set(listed)
+
+
+def test_a_version_without_known_tags_exits_2_naming_the_key_and_the_fix() -> None:
+    for version, message in (("1.34", "kubernetesVersion: '1.34' names no patch"), ("1.34.1", "known: 1.34.0, 1.34.2-1.34.4")):
+        result = run_images("--set", f"kubernetesVersion={version}")
+        assert result.returncode == 2 and result.stdout == "", result.stderr
+        assert message in result.stderr and "fix: pin" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bad_config_and_arguments_exit_2_as_in_the_plan() -> None:
+    result = run_images("--set", "vcpus=1")
+    assert result.returncode == 2 and "vcpus: 1 is below 2" in result.stderr and "Traceback" not in result.stderr
+    result = run_images("--stack", "nosuchstack")
+    assert result.returncode == 2 and "there is no Pulumi.nosuchstack.yaml" in result.stderr
+
+
+def test_the_plan_shows_the_list_and_marks_what_it_cannot_name() -> None:
+    from components.mockrun import run_program
+    from components.plan import load_config, render_plan
+
+    plan = render_plan(run_program("dev"), "dev", cluster_images(load_config("dev", {})))
+    section = plan.split("images (python -m components.images --stack dev):\n", 1)[1].splitlines()
+    assert section[0] == "  quay.io/tigera/operator:v1.40.13"
+    assert section[-1].startswith("  # not named: kubernetesVersion: '1.34' names no patch")
