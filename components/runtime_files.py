@@ -46,10 +46,13 @@ def render_hosts_toml(upstream: str, mirrors: tuple[str, ...]) -> str:
 
 def render_registry_hosts_toml(registry: RegistrySpec) -> str:
     """certs.d/<host>/hosts.toml of a private registry: its server over plain HTTP, or over HTTPS trusting its CA
-    (root-level fields apply to the server; the CA file is written next to hosts.toml)."""
-    if registry.plain_http:
-        return tomli_w.dumps({"server": f"http://{registry.host}"})
-    return tomli_w.dumps({"server": f"https://{registry.host}", "ca": f"{CONTAINERD_CERTS_D}/{registry.host}/ca.crt"})
+    (the CA file is written next to hosts.toml). The server is also spelled out as a [host] entry: containerd 1.6
+    (Debian 12's) ignores a plain-HTTP `server` alone and resolves over HTTPS (found in the lab's cluster run)."""
+    url = f"http://{registry.host}" if registry.plain_http else f"https://{registry.host}"
+    entry: dict[str, object] = {"capabilities": ["pull", "resolve"]}
+    if not registry.plain_http:
+        entry["ca"] = f"{CONTAINERD_CERTS_D}/{registry.host}/ca.crt"
+    return tomli_w.dumps({"server": url, "host": {url: entry}})
 
 
 def _records(pairs: list[tuple[str, str]]) -> str:

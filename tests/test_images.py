@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 from components import versions
+from components.images import cluster_images, kubeadm_images
+from components.project_files import PROJECT_ROOT
+from components.validation import RawConfig, parse_cluster_config
+from lab.toolchain import load_pins
+from tests.test_config_validation import dev_values
 
 
 def test_every_supported_minor_has_tags_read_from_a_release() -> None:
@@ -25,17 +34,6 @@ def test_the_sandbox_image_follows_the_minor() -> None:
 
 # --- the image list (python -m components.images) --------------------------------------------------
 
-import os
-import subprocess
-import sys
-
-from components.images import cluster_images, kubeadm_images
-from components.project_files import PROJECT_ROOT
-from components.validation import RawConfig, parse_cluster_config
-from tests.test_config_validation import dev_values
-
-KUBEADM_ENV = "KUBEADM_LIBVIRT_KUBEADM"
-
 
 def run_images(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -47,25 +45,22 @@ def config_for(**overrides: object):
     return parse_cluster_config(RawConfig(dev_values(**overrides)))
 
 
-def real_kubeadm_images(version: str, repository: str) -> list[str]:
-    """What the real kubeadm names; its path comes from KUBEADM_LIBVIRT_KUBEADM (CI sets it to the lab's build)."""
-    kubeadm = os.environ.get(KUBEADM_ENV)
-    assert kubeadm, (
-        f"{KUBEADM_ENV} is not set: point it at a kubeadm binary of v1.34.4 (the lab builds one from k8s.io/kubernetes); "
-        "this comparison is what keeps the tag table in components/versions.py honest, so it fails rather than skips"
-    )
+def real_kubeadm_images(kubeadm: Path, version: str, repository: str) -> list[str]:
+    """What the real kubeadm names: the lab's build of the pinned v1.34 (tests/conftest.py, built_kubeadm). This
+    comparison keeps the tag table in components/versions.py honest."""
     result = subprocess.run(
-        [kubeadm, "config", "images", "list", "--kubernetes-version", f"v{version}", "--image-repository", repository],
+        [str(kubeadm), "config", "images", "list", "--kubernetes-version", f"v{version}", "--image-repository", repository],
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     return result.stdout.split()
 
 
-def test_kubeadm_images_equal_the_real_kubeadm_for_1_34_4() -> None:
+def test_kubeadm_images_equal_the_real_kubeadm_for_the_lab_pin(built_kubeadm: Path) -> None:
+    version = load_pins()["mirror"]["kubernetes"]["version"].lstrip("v")
     for repository in ("192.168.150.1:5000/k8s", "registry.k8s.io"):
-        images, problem = kubeadm_images(config_for(kubernetesVersion="1.34.4", imageRepository=repository).kubernetes)
+        images, problem = kubeadm_images(config_for(kubernetesVersion=version, imageRepository=repository).kubernetes)
         assert problem is None
-        assert images == real_kubeadm_images("1.34.4", repository), repository
+        assert images == real_kubeadm_images(built_kubeadm, version, repository), repository
 
 
 def test_the_whole_list_for_a_mirrored_stack() -> None:

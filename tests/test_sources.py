@@ -70,8 +70,16 @@ def test_private_registries_reach_containerd_and_docker(tmp_path) -> None:
     hosts = {registry: tomllib.loads(text) for registry, text in decode_records(env["CONTAINERD_REGISTRY_HOSTS"]).items()}
     assert hosts == {
         "docker.io": {"server": "https://registry-1.docker.io", "host": {"https://mirror.lab": {"capabilities": ["pull", "resolve"]}}},
-        "192.168.150.1:5000": {"server": "http://192.168.150.1:5000"},
-        "registry.lab:5443": {"server": "https://registry.lab:5443", "ca": "/etc/containerd/certs.d/registry.lab:5443/ca.crt"},
+        # The server again as a [host] entry: Debian 12's containerd 1.6 resolves a plain-HTTP `server` alone over
+        # HTTPS and fails (tests/test_cluster.py caught it pulling from the lab registry).
+        "192.168.150.1:5000": {
+            "server": "http://192.168.150.1:5000",
+            "host": {"http://192.168.150.1:5000": {"capabilities": ["pull", "resolve"]}},
+        },
+        "registry.lab:5443": {
+            "server": "https://registry.lab:5443",
+            "host": {"https://registry.lab:5443": {"capabilities": ["pull", "resolve"], "ca": "/etc/containerd/certs.d/registry.lab:5443/ca.crt"}},
+        },
     }
     assert decode_records(env["REGISTRY_CA_CERTS"]) == {"registry.lab:5443": cert.read_text().strip() + "\n"}
     daemon = json.loads(env["DOCKER_DAEMON_JSON"])
