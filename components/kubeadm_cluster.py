@@ -3,8 +3,8 @@
 Per node:       wait-for-boot -> os-prep -> container-runtime -> kube-packages;  wait-for-boot -> cluster-hosts
 Control plane:  kube-packages -> kubeadm-init -> {kubeconfig, calico, join-command per worker}
 Worker:         kube-packages -> prepull-images (while the control plane inits);
-                prepull-images + its join-command -> kubeadm-join -> membership (node Ready; drain/delete on removal)
-Cluster:        calico + every membership + every cluster-hosts -> cluster-ready -> smoke-test
+                prepull-images + its join-command -> kubeadm-join, + calico -> membership (node Ready; drain/delete on removal)
+Cluster:        every membership (or calico, with no workers) + every cluster-hosts -> cluster-ready -> smoke-test
 
 Nodes run their stages in parallel; a step waits only for what it consumes. Every step's `triggers` holds the
 domain ids it runs on, so a replaced VM re-runs its steps (its Command inputs would otherwise be unchanged).
@@ -86,10 +86,11 @@ class KubeadmCluster(pulumi.ComponentResource):
             control_plane, "kubeadm-join-command", steps.STACK_JOIN_COMMAND, [init], cp_triggers, secret_stdout=True
         )
 
-        joined = [self._join_worker(spec, args.nodes[spec.name], control_plane, init, prepared[spec.name])
+        joined = [self._join_worker(spec, args.nodes[spec.name], control_plane, init, calico, prepared[spec.name])
                   for spec in config.workers]  # fmt: skip
+        # Every membership already waits for Calico; with no workers, cluster-ready waits for it itself.
         ready = self._step(
-            control_plane, "cluster-ready", steps.cluster_ready(config), [calico, *joined, *hosts], cp_triggers
+            control_plane, "cluster-ready", steps.cluster_ready(config), [*(joined or [calico]), *hosts], cp_triggers
         )
         if config.kubernetes.smoke_test:
             self._step(control_plane, "smoke-test", steps.smoke_test(config), [ready], cp_triggers)
@@ -176,7 +177,13 @@ class KubeadmCluster(pulumi.ComponentResource):
         return self._step(node, "kube-packages", packages, [runtime], triggers), hosts
 
     def _join_worker(
-        self, spec: NodeSpec, worker: Node, control_plane: Node, init: remote.Command, packages: remote.Command
+        self,
+        spec: NodeSpec,
+        worker: Node,
+        control_plane: Node,
+        init: remote.Command,
+        calico: remote.Command,
+        packages: remote.Command,
     ) -> remote.Command:
         # A fresh token per worker, minted when that worker joins: a worker added days later still joins, and
         # adding one changes no input of the others.
@@ -202,11 +209,13 @@ class KubeadmCluster(pulumi.ComponentResource):
         )
         # The worker as a member of the cluster: created once its Node is Ready; removing the worker from `nodes`
         # drains and deletes the Node through the control plane (skipped when the control plane goes too).
+        # A node is Ready only with a CNI: after Calico, so a failed Calico step skips this wait instead of it
+        # running out its (scaled) bound.
         return self._step(
             control_plane,
             f"{spec.name}-membership",
             steps.node_ready(self._args.config, spec),
-            [join],
+            [join, calico],
             triggers,
             delete=steps.drain_node(self._args.config, spec),
             deleted_with=control_plane.domain,

@@ -8,6 +8,7 @@ outlives the clone that made it, as a user's `file://~` state does.
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -17,7 +18,7 @@ from pulumi import automation as auto
 from components.project_files import merged_config
 from components.validation import NAMESPACE, ConfigError, RawConfig, parse_cluster_config
 from lab import host, mirror_services, netns
-from lab.engine import Engine, deadline
+from lab.engine import Engine, copy_project, deadline
 from lab.errors import LabError
 from lab.image import build_guest_image
 from lab.paths import cache_root
@@ -60,7 +61,11 @@ def run_operation(operation: str, stack: str, host_name: str, overrides: Mapping
     if mirror is not None:
         mirror_services.start(lab_host, mirror)
     engine = Engine(toolchain=toolchain, backend_dir=cache_root() / "state")
-    selected = engine.stack(stack, config={**lab_stack_config(lab_host.uri, image), **mirror_settings, **settings})
+    # The CLI works in a fresh copy of the project: setting the lab's config never writes Pulumi.<stack>.yaml into
+    # the clone. The stack's config is whole on every run (the lab's, then --set), so nothing is lost with the copy.
+    work_dir = cache_root() / "projects" / stack
+    shutil.rmtree(work_dir, ignore_errors=True)
+    selected = engine.stack(stack, copy_project(work_dir), config={**lab_stack_config(lab_host.uri, image), **mirror_settings, **settings})
     calls = {
         "preview": lambda: selected.preview(diff=True, on_output=print),
         # --continue-on-error: every step that does not wait on a failed one still runs.

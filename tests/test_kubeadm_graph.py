@@ -53,9 +53,10 @@ def test_steps_run_in_the_tutorials_order(dev_run: StackRun) -> None:
     for worker in (SLAVE1, SLAVE2):
         assert depends_on(dev_run, f"{worker}-prepull-images") == {f"{worker}-kube-packages"}
         assert depends_on(dev_run, f"{worker}-kubeadm-join") == {f"{worker}-prepull-images", f"{MASTER}-{worker}-join-command"}
-        assert depends_on(dev_run, f"{MASTER}-{worker}-membership") == {f"{worker}-kubeadm-join"}
+        # Ready needs the CNI: a failed Calico skips this wait instead of letting it run out its bound.
+        assert depends_on(dev_run, f"{MASTER}-{worker}-membership") == {f"{worker}-kubeadm-join", f"{MASTER}-calico"}
     assert depends_on(dev_run, f"{MASTER}-cluster-ready") == {
-        f"{MASTER}-calico", f"{MASTER}-{SLAVE1}-membership", f"{MASTER}-{SLAVE2}-membership",
+        f"{MASTER}-{SLAVE1}-membership", f"{MASTER}-{SLAVE2}-membership",
         *(f"{node}-cluster-hosts" for node in (MASTER, SLAVE1, SLAVE2)),
     }  # fmt: skip
     assert depends_on(dev_run, f"{MASTER}-smoke-test") == {f"{MASTER}-cluster-ready"}
@@ -302,3 +303,8 @@ def test_kubeadm_join_refuses_a_bad_join_command(tmp_path: Path, dev_run: StackR
     result = run_join_in_sandbox(tmp_path, dev_run.named(f"{SLAVE1}-kubeadm-join").input("create"), stdin + "\n")
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert "abcdef.0123456789abcdef" not in result.stderr and not (tmp_path / "joined.yaml").exists()
+
+
+def test_without_workers_cluster_ready_waits_for_calico_itself() -> None:
+    solo = run_program("dev", overrides={"nodes": [{"name": MASTER, "role": "control-plane", "ip": "192.168.141.130"}]})
+    assert depends_on(solo, f"{MASTER}-cluster-ready") == {f"{MASTER}-calico", f"{MASTER}-cluster-hosts"}
