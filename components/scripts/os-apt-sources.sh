@@ -91,12 +91,10 @@ fi
 # A changed archive is read now, so a wrong URL, suite or key fails here, naming the input, rather than in a later
 # step's package install. apt-get update exits 0 on some fetch failures: its warnings count as failures too.
 if ((changed)); then
-  wait_for_apt_locks
   log "apt-get update"
   rc=0
-  apt-get -qq update >"$WORK/update.log" 2>&1 || rc=$?
-  cat "$WORK/update.log" >&2
-  if ((rc != 0)) || grep -qE '^(E:|W: (Failed to fetch|GPG error|The repository))' "$WORK/update.log"; then
+  apt_get_locked apt-get -qq update || rc=$? # (its output goes to stderr; a lock held too long ends the step)
+  if ((rc != 0)) || grep -qE '^(E:|W: (Failed to fetch|GPG error|The repository))' <<<"$APT_STDERR"; then
     if ((${#entries[@]} > 0)); then
       die "apt-get update failed with OS_APT_SOURCES${key_url:+ and OS_APT_KEY_URL} (see above): ${entries[*]}"
     fi

@@ -42,7 +42,8 @@ fi
 # bionic's apt (1.6) has no DPkg::Lock::Timeout, so wait here until nobody holds the locks.
 # dpkg/apt take fcntl() locks, which `flock -n` cannot see: without fuser, look for processes
 # that have a lock file open in /proc instead (that is what fuser does).
-# (APT_LOCKS: lib/common.sh)
+# (The steps that run apt also survive a lock taken later: lib/common.sh apt_get_locked.)
+APT_LOCKS=(/var/lib/dpkg/lock-frontend /var/lib/dpkg/lock /var/lib/apt/lists/lock /var/cache/apt/archives/lock)
 lock_holders() { # prints the PIDs that have any existing apt/dpkg lock file open, one per line
   local f existing=() expr=()
   for f in "${APT_LOCKS[@]}"; do

@@ -135,25 +135,62 @@ ensure_enabled() { # ensure_enabled UNIT: enable UNIT at boot unless it already 
 # apt_lock_timeout_input: checks APT_LOCK_TIMEOUT_SECONDS (optional, default 300 scaled); call it with the other inputs.
 apt_lock_timeout_input() { seconds_input APT_LOCK_TIMEOUT_SECONDS 0 "$(scaled 300)"; }
 
-APT_LOCKS=(/var/lib/dpkg/lock-frontend /var/lib/dpkg/lock /var/lib/apt/lists/lock /var/cache/apt/archives/lock)
-# wait_for_apt_locks: bionic's apt has no lock timeout: wait until no process holds a dpkg/apt lock, at most
-# APT_LOCK_TIMEOUT_SECONDS.
-wait_for_apt_locks() {
+# apt_get_locked CMD ARG...: run an apt tool (apt-get, apt-mark) that takes the dpkg/apt locks; its output goes to
+# stderr. On first boot apt-daily/unattended-upgrades can take a lock at any moment, also between a check that
+# the locks are free and the command (a race a check cannot close), so the command itself must survive a taken
+# lock: apt >= 1.9.11 waits for the dpkg lock with -o DPkg::Lock::Timeout=N; bionic's apt 1.6 has no such
+# option, and no apt waits for the lists lock of `apt-get update`. So a run that fails on a lock (exit 100 with
+# "Could not get lock" and the like: nothing was changed) is retried until APT_LOCK_TIMEOUT_SECONDS after the
+# first attempt; any other failure is returned as it is.
+APT_LOCK_ERROR='Could not get lock|Unable to lock|Unable to acquire the dpkg frontend lock|dpkg frontend lock|dpkg status database is locked'
+APT_LOCK_RETRY_INTERVAL=2
+APT_HAS_LOCK_TIMEOUT='' # 1 or 0 once apt_has_lock_timeout has asked apt-get --version
+APT_STDERR='' # what the last apt_get_locked run printed on stderr (apt's W: and E: lines), for callers to inspect
+apt_has_lock_timeout() {
+  if [[ -z $APT_HAS_LOCK_TIMEOUT ]]; then
+    local version
+    version=$(apt-get --version 2>/dev/null | awk 'NR == 1 { print $2 }' || true) # "apt 2.6.1 (amd64)"
+    APT_HAS_LOCK_TIMEOUT=0
+    if [[ $version =~ ^[0-9]+(\.[0-9]+)*$ ]] && [[ $(printf '%s\n%s\n' 1.9.11 "$version" | sort -V | head -n 1) == 1.9.11 ]]; then
+      APT_HAS_LOCK_TIMEOUT=1
+    fi
+  fi
+  ((APT_HAS_LOCK_TIMEOUT))
+}
+apt_get_locked() {
   apt_lock_timeout_input
   exit_on_problems
-  local give_up=$((SECONDS + APT_LOCK_TIMEOUT_SECONDS)) f busy
+  local tool=$1 give_up=$((SECONDS + APT_LOCK_TIMEOUT_SECONDS)) left rc err lock_line options what arg
+  shift
+  what=$tool # for messages: the tool and its command, e.g. "apt-get update"
+  for arg in "$@"; do
+    if [[ $arg != -* ]]; then what+=" $arg"; break; fi
+  done
   while :; do
-    busy=''
-    for f in "${APT_LOCKS[@]}"; do
-      if [[ -e $f ]] && [[ -n $(find /proc/[0-9]*/fd -maxdepth 1 -type l -lname "$f" -print -quit 2>/dev/null || true) ]]; then
-        busy=$f
-        break
-      fi
-    done
-    [[ -z $busy ]] && return 0
-    ((SECONDS < give_up)) || die "$busy is still held by another process after ${APT_LOCK_TIMEOUT_SECONDS}s (APT_LOCK_TIMEOUT_SECONDS)"
-    log "waiting for $busy to be released"
-    sleep 3
+    left=$((give_up - SECONDS))
+    ((left > 0)) || left=0
+    options=()
+    if apt_has_lock_timeout; then options=(-o "DPkg::Lock::Timeout=$left"); fi
+    rc=0
+    { err=$("$tool" "${options[@]}" "$@" 2>&1 1>&3) || rc=$?; } 3>&2
+    # shellcheck disable=SC2034 # read by the scripts (os-apt-sources.sh)
+    APT_STDERR=$err
+    if ((rc == 0)); then
+      if [[ -n $err ]]; then printf '%s\n' "$err" >&2; fi
+      return 0
+    fi
+    lock_line=$(grep -E -m 1 "$APT_LOCK_ERROR" <<<"$err" || true)
+    if ((rc != 100)) || [[ -z $lock_line ]]; then
+      printf '%s\n' "$err" >&2
+      return "$rc"
+    fi
+    if ((SECONDS >= give_up)); then
+      printf '%s\n' "$err" >&2
+      die "$what could not get the dpkg/apt lock within ${APT_LOCK_TIMEOUT_SECONDS}s (APT_LOCK_TIMEOUT_SECONDS; another apt/dpkg, e.g. unattended-upgrades, still holds it: '$lock_line'); lock files were left untouched: retry later, or raise timeoutScale"
+    fi
+    left=$((give_up - SECONDS))
+    log "$what: a dpkg/apt lock is taken ('$lock_line'); retrying for at most ${left}s more"
+    sleep "$((left < APT_LOCK_RETRY_INTERVAL ? left : APT_LOCK_RETRY_INTERVAL))"
   done
 }
 
@@ -161,17 +198,15 @@ wait_for_apt_locks() {
 LISTS_FRESH=0
 apt_update() {
   ((LISTS_FRESH)) && return 0
-  wait_for_apt_locks
   log "apt-get update"
-  apt-get -qq update >&2
+  apt_get_locked apt-get -qq update
   LISTS_FRESH=1
 }
 apt_install() { # apt_install PKG[=VERSION]...: keeps changed conffiles; may downgrade and replace held packages
   apt_update
-  wait_for_apt_locks
   log "apt-get install $*"
-  apt-get install -y -qq --no-install-recommends --allow-downgrades --allow-change-held-packages \
-    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@" >&2
+  apt_get_locked apt-get install -y -qq --no-install-recommends --allow-downgrades --allow-change-held-packages \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@"
 }
 
 put_apt_file() { # put_apt_file SRC DEST: put_file for apt sources and keyrings (the next apt_update runs again)
@@ -221,7 +256,7 @@ ensure_held() { # ensure_held PKG...: apt-mark hold the packages that are not he
   for p in "$@"; do
     if ! grep -qxF "$p" <<<"$held"; then
       log "apt-mark hold $p"
-      apt-mark hold "$p" >/dev/null
+      apt_get_locked apt-mark hold "$p" # (it runs dpkg, which takes the dpkg lock)
     fi
   done
 }
