@@ -26,7 +26,7 @@ DESIGN_CHAIN = [
     "kubeadm-join", "membership", "cluster-ready", "smoke-test",
 ]  # fmt: skip
 # Steps that legitimately wait on another node: the control plane's token and membership steps, the cluster checks.
-CROSS_NODE_STEPS = ("-join-command", "-kubeadm-join", "-membership", "-cluster-ready", "-smoke-test")
+CROSS_NODE_STEPS = ("-join-command", "-kubeadm-join", "-join-token-cleanup", "-membership", "-cluster-ready", "-smoke-test")
 
 
 def step_kind(name: str) -> str:

@@ -4,6 +4,7 @@ Per node:       wait-for-boot -> os-prep -> container-runtime -> kube-packages; 
 Control plane:  kube-packages -> kubeadm-init -> {kubeconfig, calico, join-command per worker}
 Worker:         kube-packages -> prepull-images (while the control plane inits);
                 prepull-images + its join-command -> kubeadm-join, + calico -> membership (node Ready; drain/delete on removal)
+                kubeadm-join -> join-token-cleanup (its token deleted: it never expires, and is needed no more)
 Cluster:        every membership (or calico, with no workers) + every cluster-hosts -> cluster-ready -> smoke-test
 
 Nodes run their stages in parallel; a step waits only for what it consumes. Every step's `triggers` holds the
@@ -185,11 +186,23 @@ class KubeadmCluster(pulumi.ComponentResource):
         calico: remote.Command,
         packages: remote.Command,
     ) -> remote.Command:
-        # A fresh token per worker, minted when that worker joins: a worker added days later still joins, and
-        # adding one changes no input of the others.
+        config = self._args.config
+        # A token per worker, minted on the control plane without an expiry and deleted as soon as the worker has
+        # joined: a join retried hours later (its step re-created, this one not) still finds it, a worker added
+        # days later gets its own, adding one changes no input of the others, and no token outlives its use.
         triggers = [worker.domain_id, control_plane.domain_id]
+        token_step = f"{control_plane.spec.name}-{spec.name}-join-command"
         join_command = self._step(
-            control_plane, f"{spec.name}-join-command", steps.WORKER_JOIN_COMMAND, [init], triggers, secret_stdout=True
+            control_plane,
+            f"{spec.name}-join-command",
+            steps.join_token(config, spec, "mint"),
+            [init],
+            triggers,
+            secret_stdout=True,
+            # A worker removed (or replaced) before it joined would leave its token behind: delete it here. (The
+            # token id is derived from the worker's name, so this needs no secret.)
+            delete=steps.join_token(config, spec, "delete-if-reachable"),
+            deleted_with=control_plane.domain,
         )
         # Off the critical path: the worker pulls its images while the control plane runs kubeadm init.
         prepull = self._step(
@@ -198,7 +211,7 @@ class KubeadmCluster(pulumi.ComponentResource):
         join = self._step(
             worker,
             "kubeadm-join",
-            steps.kubeadm_join(self._args.config, spec),
+            steps.kubeadm_join(config, spec, token_step),
             [prepull, join_command],
             # A new control plane is a new cluster: the worker is reset and joins again.
             triggers,
@@ -207,6 +220,18 @@ class KubeadmCluster(pulumi.ComponentResource):
             # When the VM itself goes, there is nothing to reset (and nothing to connect to).
             deleted_with=worker.domain,
         )
+        # The token has done its job once the worker has joined: delete it. Its stdin is the join command the worker
+        # was given (the join step's own input), so this runs again whenever a new token is minted and handed to
+        # the worker, deletes exactly that token, and waits only for the join.
+        self._step(
+            control_plane,
+            f"{spec.name}-join-token-cleanup",
+            steps.join_token(config, spec, "delete"),
+            [join],
+            triggers,
+            stdin=pulumi.Output.secret(join.stdin),
+            deleted_with=control_plane.domain,
+        )
         # The worker as a member of the cluster: created once its Node is Ready; removing the worker from `nodes`
         # drains and deletes the Node through the control plane (skipped when the control plane goes too).
         # A node is Ready only with a CNI: after Calico, so a failed Calico step skips this wait instead of it
@@ -214,9 +239,9 @@ class KubeadmCluster(pulumi.ComponentResource):
         return self._step(
             control_plane,
             f"{spec.name}-membership",
-            steps.node_ready(self._args.config, spec),
+            steps.node_ready(config, spec),
             [join, calico],
             triggers,
-            delete=steps.drain_node(self._args.config, spec),
+            delete=steps.drain_node(config, spec),
             deleted_with=control_plane.domain,
         )

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from components.calico import calico_manifest_urls, operator_image, render_calico_installation, render_operator_kustomization
 from components.config import ClusterConfig, NodeSpec
+from components.join_token import join_token_id
 from components.kubeadm_config import render_join_configuration, render_kubeadm_config
 from components.runtime_files import containerd_registry_hosts, registry_ca_certs, render_docker_daemon_json
 from components.versions import calico_node_images, kubernetes_apt_repository, minimum_containerd, pause_tag
@@ -38,10 +39,11 @@ INIT_API_WAIT_TIMEOUT = 120  # an initialised API server answering again, e.g. a
 DRAIN_API_WAIT_TIMEOUT = 60  # a delete hook must not hold up a destroy of a broken cluster for long
 SMOKE_IMAGE = "docker.io/library/nginx:1.27-alpine"
 
-# Not scripts: one command each, with nothing to guard. The token lives 2 h: long enough for the join that
-# consumes it right away, short enough to be worthless afterwards. The stack output's token uses kubeadm's 24 h.
+TOKEN_API_WAIT_TIMEOUT = 60  # the API server answering a token step, e.g. right after a control-plane reboot
+
+# Not scripts: one command each, with nothing to guard. The stack output's token, for a human joining a machine
+# by hand, has kubeadm's default lifetime (24 h). A worker's own token is a script (join_token, below).
 READ_KUBECONFIG = "sudo cat /etc/kubernetes/admin.conf"
-WORKER_JOIN_COMMAND = "sudo kubeadm token create --print-join-command --ttl 2h"
 STACK_JOIN_COMMAND = "sudo kubeadm token create --print-join-command"
 
 
@@ -214,8 +216,29 @@ def calico(config: ClusterConfig) -> str:
     )
 
 
-def kubeadm_join(config: ClusterConfig, worker: NodeSpec) -> str:
-    """Reads the join command (a secret) from stdin; its token and CA hash complete JOIN_CONFIGURATION on the node."""
+def join_token(config: ClusterConfig, worker: NodeSpec, action: str) -> str:
+    """The worker's bootstrap token on the control plane, under the id derived from its name (join_token.py).
+
+    `mint` prints the join command (a secret) for the worker's kubeadm-join: the token has no expiry, so a join
+    retried any time later still works. `delete` removes it once the worker has joined (reading the join command
+    the worker got on stdin, to check it deletes that token); `delete-if-reachable` is the delete hook for a worker
+    removed before it joined, which must not block a destroy when the API server is down.
+    """
+    return invocation(
+        config,
+        "join-token.sh",
+        {
+            "TOKEN_ACTION": action,
+            "TOKEN_ID": join_token_id(worker.name),
+            "NODE_NAME": worker.name,
+            "API_WAIT_TIMEOUT_SECONDS": bound(config, TOKEN_API_WAIT_TIMEOUT),
+        },
+    )
+
+
+def kubeadm_join(config: ClusterConfig, worker: NodeSpec, token_step: str) -> str:
+    """Reads the join command (a secret) from stdin; its token and CA hash complete JOIN_CONFIGURATION on the node.
+    `token_step` names the control-plane step that minted the token, for the message when the token is refused."""
     return invocation(
         config,
         "kubeadm-join.sh",
@@ -223,6 +246,7 @@ def kubeadm_join(config: ClusterConfig, worker: NodeSpec) -> str:
             "NODE_NAME": worker.name,
             "JOIN_CONFIGURATION": render_join_configuration(config, worker),
             "JOIN_TIMEOUT_SECONDS": bound(config, JOIN_TIMEOUT),
+            "JOIN_TOKEN_STEP": token_step,
         },
     )
 

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import quote, unquote, urlparse
 
 from components.addressing import derive_mac
+from components.join_token import join_token_id
 from components.config import (
     ACCELERATORS,
     CONTROL_PLANE,
@@ -444,6 +445,17 @@ def _check_node_set(raw: list, nodes: list[NodeSpec], problems: Problems) -> Non
         for value, count in sorted(counts.items()):
             if count > 1:
                 problems.add("nodes", value, f"is the {label} of {count} nodes", f"give every node its own {label}")
+    # Each worker's bootstrap token id is derived from its name: two workers sharing one would replace each
+    # other's token (a chance of about 1 in 4e9 per pair of names).
+    by_token_id: dict[str, list[str]] = {}
+    for node in nodes:
+        if not node.is_control_plane:
+            by_token_id.setdefault(join_token_id(node.name), []).append(node.name)
+    for token_id, names in sorted(by_token_id.items()):
+        if len(names) > 1:
+            problems.add(
+                "nodes", " and ".join(names), f"derive the same join token id {token_id!r}", "rename one of these workers"
+            )
     roles = [entry.get("role") for entry in raw if isinstance(entry, dict)]
     control_planes = roles.count(CONTROL_PLANE)
     if control_planes != 1:

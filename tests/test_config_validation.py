@@ -78,6 +78,10 @@ CASES = [
     ("default memory not a number", {"memoryMiB": "2GiB"}, ["memoryMiB: '2GiB' is not a whole number"]),
     ("default disk < 20", {"diskGiB": "8"}, ["diskGiB: 8 is below 20"]),
     ("nodes not a list", {"nodes": {"name": "x"}}, ["nodes:", "is not a list"]),
+    # Two names whose derived join token ids collide (found by search): one token would replace the other's.
+    ("shared join token id", {"nodes": [DEV_NODES[0], {"name": "w2415", "role": "worker", "ip": "192.168.141.140"},
+                                        {"name": "w7093", "role": "worker", "ip": "192.168.141.141"}]},
+     ["nodes: 'w2415 and w7093' derive the same join token id '2n7902'", "rename one of these workers"]),
     ("unknown network key", {"network": {"cidr": "192.168.141.0/24", "dhcp": True}}, ["network.dhcp", "not a known key"]),
     ("gateway outside", {"network": {"cidr": "192.168.141.0/24", "gateway": "10.0.0.1"}}, ["network.gateway", "not a host address"]),
     ("bad nameserver", {"network": {"cidr": "192.168.141.0/24", "nameservers": ["dns.example"]}}, ["network.nameservers[0]", "not an IPv4 address"]),

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
+from components.join_token import join_token_id
 from components.kubeadm_config import KINDS
 from components.mockrun import Registration, StackRun, redact, run_program
 from components.plan import readable_command, split_invocation
@@ -33,7 +35,7 @@ def test_one_command_per_step(dev_run: StackRun) -> None:
     names = set(commands(dev_run))
     expected = {f"{node}-{step}" for node in (MASTER, SLAVE1, SLAVE2) for step in (*NODE_STEPS, "cluster-hosts")}
     expected |= {f"{MASTER}-{step}" for step in ("kubeadm-init", "kubeconfig", "calico", "kubeadm-join-command", "cluster-ready", "smoke-test")}
-    expected |= {f"{MASTER}-{w}-{step}" for w in (SLAVE1, SLAVE2) for step in ("join-command", "membership")}
+    expected |= {f"{MASTER}-{w}-{step}" for w in (SLAVE1, SLAVE2) for step in ("join-command", "join-token-cleanup", "membership")}
     expected |= {f"{w}-{step}" for w in (SLAVE1, SLAVE2) for step in ("prepull-images", "kubeadm-join")}
     assert names == expected
     cluster = dev_run.named("kubeadm")
@@ -55,6 +57,7 @@ def test_steps_run_in_the_tutorials_order(dev_run: StackRun) -> None:
         assert depends_on(dev_run, f"{worker}-kubeadm-join") == {f"{worker}-prepull-images", f"{MASTER}-{worker}-join-command"}
         # Ready needs the CNI: a failed Calico skips this wait instead of letting it run out its bound.
         assert depends_on(dev_run, f"{MASTER}-{worker}-membership") == {f"{worker}-kubeadm-join", f"{MASTER}-calico"}
+        assert depends_on(dev_run, f"{MASTER}-{worker}-join-token-cleanup") == {f"{worker}-kubeadm-join"}
     assert depends_on(dev_run, f"{MASTER}-cluster-ready") == {
         f"{MASTER}-{SLAVE1}-membership", f"{MASTER}-{SLAVE2}-membership",
         *(f"{node}-cluster-hosts" for node in (MASTER, SLAVE1, SLAVE2)),
@@ -82,6 +85,31 @@ def test_worker_join_consumes_the_control_planes_join_command(dev_run: StackRun)
         assert "abcdef.0123456789abcdef" not in join.input("create")  # the token only travels on stdin
         assert token.input("connection")["host"] == "192.168.141.130"
         assert join.input("connection")["host"] == {SLAVE1: "192.168.141.131", SLAVE2: "192.168.141.132"}[worker]
+
+
+def test_each_worker_token_lives_from_its_mint_until_its_join(dev_run: StackRun) -> None:
+    """Minted without expiry (so a join retried later still works), deleted once the worker has joined, and by the
+    token step's own delete hook when the worker goes before it joined; always by an id derived from the name."""
+    by_urn = dev_run.by_urn()
+    ids = set()
+    for worker in (SLAVE1, SLAVE2):
+        token = dev_run.named(f"{MASTER}-{worker}-join-command")
+        join = dev_run.named(f"{worker}-kubeadm-join")
+        cleanup = dev_run.named(f"{MASTER}-{worker}-join-token-cleanup")
+        token_id = join_token_id(worker)
+        ids.add(token_id)
+        for step, hook, action in ((token, "create", "mint"), (token, "delete", "delete-if-reachable"), (cleanup, "create", "delete")):
+            ((script, env, _),) = split_invocation(step.input(hook))
+            assert (script, env["TOKEN_ACTION"], env["TOKEN_ID"], env["NODE_NAME"]) == ("join-token", action, token_id, worker)
+        assert by_urn[token.deleted_with].name == by_urn[cleanup.deleted_with].name == f"{MASTER}-domain"
+        # The clean-up reads the join command the worker got (the join step's own input, a secret): it waits for
+        # the join alone and runs again whenever a new token reaches the worker.
+        assert cleanup.property_dependencies["stdin"] == (join.urn,) and depends_on(dev_run, cleanup.name) == {join.name}
+        assert cleanup.is_secret("stdin") and cleanup.input("stdin") == join.input("stdin")
+        assert cleanup.input("connection")["host"] == "192.168.141.130" and not cleanup.input("delete")
+        # The join names the step to replace when its token is refused.
+        assert split_invocation(join.input("create"))[0][1]["JOIN_TOKEN_STEP"] == token.name
+    assert len(ids) == 2 and all(re.fullmatch(r"[a-z0-9]{6}", token_id) for token_id in ids)
 
 
 def test_credentials_are_secret_outputs_and_never_logged(dev_run: StackRun) -> None:

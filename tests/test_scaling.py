@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from components import steps
+from components.join_token import join_token_id
 from components.mockrun import StackRun, run_program
 from components.plan import split_invocation
 
@@ -34,10 +35,11 @@ def compare(before: StackRun, after: StackRun) -> tuple[set[str], set[str], set[
 
 
 def worker_resources(worker: str) -> set[str]:
-    """Everything one worker brings: its VM, its own steps, and its two steps on the control plane."""
+    """Everything one worker brings: its VM, its own steps, and its three steps on the control plane (its token
+    minted, its token deleted once it has joined, its membership)."""
     vm = {worker, f"{worker}-host-key", f"{worker}-disk", f"{worker}-cloudinit", f"{worker}-domain"}
     own = {f"{worker}-{step}" for step in (*NODE_STEPS, "prepull-images", "kubeadm-join")}
-    on_control_plane = {f"kubernetes-master-{worker}-join-command", f"kubernetes-master-{worker}-membership"}
+    on_control_plane = {f"kubernetes-master-{worker}-{step}" for step in ("join-command", "join-token-cleanup", "membership")}
     return vm | own | on_control_plane
 
 
@@ -48,15 +50,17 @@ def cluster_wide(existing: list[dict]) -> set[str]:
     }  # fmt: skip
 
 
-def test_adding_a_worker_runs_only_its_steps_and_a_fresh_token() -> None:
+def test_adding_a_worker_runs_only_its_steps_and_its_own_token() -> None:
     before = run_program("dev", overrides={"nodes": [MASTER, SLAVE1, SLAVE2]})
     after = run_program("dev", overrides={"nodes": [MASTER, SLAVE1, SLAVE2, SLAVE3]})
     added, removed, changed = compare(before, after)
     assert added == worker_resources("kubernetes-slave3")
     assert removed == set()
     assert changed == cluster_wide([MASTER, SLAVE1, SLAVE2])
-    token = after.named("kubernetes-master-kubernetes-slave3-join-command")
-    assert token.input("create").startswith("sudo kubeadm token create --print-join-command --ttl")
+    # Its own token, under an id of its own: the other workers' token steps are untouched (not in `changed`).
+    ((step, env, _),) = split_invocation(after.named("kubernetes-master-kubernetes-slave3-join-command").input("create"))
+    assert (step, env["TOKEN_ACTION"], env["TOKEN_ID"]) == ("join-token", "mint", join_token_id("kubernetes-slave3"))
+    assert env["TOKEN_ID"] not in {join_token_id(worker["name"]) for worker in (SLAVE1, SLAVE2)}
 
 
 def test_removing_a_worker_drains_deletes_and_resets_only_it() -> None:
@@ -72,6 +76,9 @@ def test_removing_a_worker_drains_deletes_and_resets_only_it() -> None:
     assert "drain-node" in membership.input("delete") and "kubernetes-slave2" in membership.input("delete")
     join = before.named("kubernetes-slave2-kubeadm-join")
     assert "reset-node" in join.input("delete") and join.deleted_with.endswith("::kubernetes-slave2-domain")
+    # And its token, should it still exist (a worker removed before it joined): deleted by its id, no secret needed.
+    ((_, env, _),) = split_invocation(before.named("kubernetes-master-kubernetes-slave2-join-command").input("delete"))
+    assert (env["TOKEN_ACTION"], env["TOKEN_ID"]) == ("delete-if-reachable", join_token_id("kubernetes-slave2"))
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # kubeadm-join.sh: join this worker with JOIN_CONFIGURATION, completed by the token and CA hash of the join command on STDIN (a secret: never echoed, logged redacted).
 # Safe to re-run: exits 0 when /etc/kubernetes/kubelet.conf exists; refuses (no auto-reset) after a half-done join.
-# Inputs: env NODE_NAME, JOIN_CONFIGURATION (kubeadm JoinConfiguration with the two placeholders below), JOIN_TIMEOUT_SECONDS,
-#   TIMEOUT_SCALE_PERCENT (optional); STDIN (one line): kubeadm join HOST:PORT --token T --discovery-token-ca-cert-hash sha256:H
+# Inputs: env NODE_NAME, JOIN_CONFIGURATION (kubeadm JoinConfiguration with the two placeholders below), JOIN_TIMEOUT_SECONDS, JOIN_TOKEN_STEP (the
+#   step that minted the token), TIMEOUT_SCALE_PERCENT (optional); STDIN (one line): kubeadm join HOST:PORT --token T --discovery-token-ca-cert-hash sha256:H
 set -euo pipefail
 
 KUBELET_CONF=/etc/kubernetes/kubelet.conf
@@ -11,6 +11,8 @@ LOG_FILE=$LOG_DIR/kubeadm-join.log
 # mixed with --token. The secret parts arrive on STDIN and replace these placeholders (components/kubeadm_config.py).
 TOKEN_PLACEHOLDER=JOIN-TOKEN-FROM-STDIN
 HASH_PLACEHOLDER=CA-CERT-HASH-FROM-STDIN
+# What kubeadm's token discovery says when the token id is unknown or its secret does not match (cmd/kubeadm/app/discovery/token).
+TOKEN_REFUSED='is invalid for this cluster or it has expired|could not find a JWS signature in the cluster-info ConfigMap|failed to verify JWS signature of received cluster info'
 
 # --- inputs (all checked before anything changes; exit 2 when invalid) ------------------------
 timeout_scale_input
@@ -28,6 +30,8 @@ else
   [[ -n $endpoint ]] || problem "JOIN_CONFIGURATION: no discovery.bootstrapToken.apiServerEndpoint"
 fi
 seconds_input JOIN_TIMEOUT_SECONDS 1
+[[ ${JOIN_TOKEN_STEP-} =~ ^[a-z0-9]([-a-z0-9]*[a-z0-9])?$ ]] ||
+  problem "JOIN_TOKEN_STEP='${JOIN_TOKEN_STEP-}': expected the name of the Pulumi step that mints this worker's token, e.g. k8s-cp-k8s-w1-join-command"
 exit_on_problems
 
 join_line=''
@@ -95,6 +99,12 @@ if ((rc != 0)); then
   tail -n 60 "$LOG_FILE" >&2
   if is_timeout_exit "$rc"; then
     die "kubeadm join did not finish within JOIN_TIMEOUT_SECONDS=${JOIN_TIMEOUT_SECONDS}s; run 'sudo kubeadm reset -f' on this node before retrying"
+  fi
+  # Discovery (before anything is written here) found no valid token: it was deleted, or replaced by a newer mint,
+  # after the step that minted it handed it over (it has no expiry). Only a fresh mint helps, not a retry.
+  refused=$(grep -E -m 1 "$TOKEN_REFUSED" "$LOG_FILE" || true)
+  if [[ -n $refused ]]; then
+    die "the control plane does not accept this worker's join token (deleted or re-minted since it was handed over; kubeadm: ${refused##*] }). Mint a fresh one by replacing the step that mints it, $JOIN_TOKEN_STEP, which runs this join again with the new token: pulumi up --replace <its URN> (\`pulumi stack --show-urns | grep -- '::$JOIN_TOKEN_STEP\$'\` prints it)"
   fi
   die "kubeadm join failed (exit $rc, log in $LOG_FILE); if it got past preflight, run 'sudo kubeadm reset -f' on this node before retrying"
 fi

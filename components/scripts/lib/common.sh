@@ -69,6 +69,7 @@ NODE_NAME_RE='^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$'
 is_node_name() { ((${#1} <= 253)) && [[ $1 =~ $NODE_NAME_RE ]]; } # a Kubernetes node name (lowercase DNS name)
 is_login_name() { [[ $1 =~ ^[a-z_][a-z0-9_-]{0,31}$ ]]; }
 is_http_url() { [[ $1 =~ ^https?://[^[:space:]]+$ ]]; }
+is_token_id() { [[ $1 =~ ^[a-z0-9]{6}$ ]]; } # the public half of a kubeadm bootstrap token
 is_image_ref() { [[ $1 =~ ^[A-Za-z0-9][A-Za-z0-9._/:@-]*$ ]]; }
 
 # --- time ------------------------------------------------------------------------------------
