@@ -96,7 +96,7 @@ def test_newer_apt_also_waits_by_itself_within_the_same_bound(tmp_path: Path) ->
 def test_the_wait_is_bounded_and_says_what_holds_the_lock(tmp_path: Path) -> None:
     result, seconds, calls = run_library(tmp_path, "apt_install socat", locked_runs=1000, APT_LOCK_TIMEOUT_SECONDS="3")
     assert result.returncode == 1
-    assert 3 <= seconds < 10, seconds
+    assert 2 <= seconds < 10, seconds  # bash's SECONDS counts whole seconds: the bound holds to within one
     assert 2 <= len(calls) <= 4 and set(calls) == {"apt-get -qq update"}  # install never ran
     message = result.stderr.strip().splitlines()[-1]
     assert message.startswith("[apt-test] ERROR: apt-get update could not get the dpkg/apt lock within 3s (APT_LOCK_TIMEOUT_SECONDS")
