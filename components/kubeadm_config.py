@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from components import versions
 from components.config import ClusterConfig, NodeSpec, TimeoutScale
 from components.yaml_io import dump, dump_all
 
@@ -19,6 +20,8 @@ KINDS = ("InitConfiguration", "ClusterConfiguration", "KubeletConfiguration", "K
 # TLS-bootstraps its kubelet and waits for it. (upgradeManifests is for `kubeadm upgrade`; not used here.)
 INIT_TIMEOUTS = {"controlPlaneComponentHealthCheck": 240, "kubeletHealthCheck": 240, "kubernetesAPICall": 60, "etcdAPICall": 120}
 JOIN_TIMEOUTS = {"discovery": 300, "tlsBootstrap": 300, "kubeletHealthCheck": 240, "kubernetesAPICall": 60}
+# Under allowCgroupV1 (1.35+ on cgroup v1): the only preflight check the project ever ignores, on init and join.
+CGROUP_V1_IGNORED_PREFLIGHT_ERRORS = ("SystemVerification",)
 # The worker's token and the CA hash exist only in the join command on the worker's stdin (a secret, minted per
 # worker): the rendered JoinConfiguration holds these placeholders, which kubeadm-join.sh replaces on the node.
 JOIN_TOKEN_PLACEHOLDER = "JOIN-TOKEN-FROM-STDIN"
@@ -36,7 +39,7 @@ def api_server_endpoint(config: ClusterConfig) -> str:
 def kubeadm_documents(config: ClusterConfig) -> list[dict[str, Any]]:
     kubernetes = config.kubernetes
     control_plane = config.control_plane
-    cgroup_v1_opt_in = kubernetes.allow_cgroup_v1 and kubernetes.minor_number >= 35
+    cgroup_v1_opt_in = versions.cgroup_v1_opt_in(kubernetes.allow_cgroup_v1, kubernetes.minor_number)
     node_registration: dict[str, Any] = {
         "name": control_plane.name,
         "criSocket": CONTAINERD_SOCKET,
@@ -46,7 +49,7 @@ def kubeadm_documents(config: ClusterConfig) -> list[dict[str, Any]]:
     if config.control_plane_schedulable:
         node_registration["taints"] = []  # no workers: let workloads run on the control plane
     if cgroup_v1_opt_in:
-        node_registration["ignorePreflightErrors"] = ["SystemVerification"]
+        node_registration["ignorePreflightErrors"] = list(CGROUP_V1_IGNORED_PREFLIGHT_ERRORS)
     init = {
         "apiVersion": KUBEADM_API,
         "kind": "InitConfiguration",
@@ -93,10 +96,15 @@ def render_kubeadm_config(config: ClusterConfig) -> str:
 def join_configuration(config: ClusterConfig, worker: NodeSpec) -> dict[str, Any]:
     """A worker's `kubeadm join --config` file. A config file rather than flags, because kubeadm's timeouts have
     no flags; kubeadm refuses --config mixed with --token, so the discovery moves into the file too."""
+    node_registration: dict[str, Any] = {"name": worker.name, "criSocket": CONTAINERD_SOCKET}
+    if versions.cgroup_v1_opt_in(config.kubernetes.allow_cgroup_v1, config.kubernetes.minor_number):
+        # kubeadm join runs the same SystemVerification as init, against the worker's own kubelet (>= 1.35
+        # refuses cgroup v1): without this, the opt-in would init the control plane and fail every join.
+        node_registration["ignorePreflightErrors"] = list(CGROUP_V1_IGNORED_PREFLIGHT_ERRORS)
     return {
         "apiVersion": KUBEADM_API,
         "kind": "JoinConfiguration",
-        "nodeRegistration": {"name": worker.name, "criSocket": CONTAINERD_SOCKET},
+        "nodeRegistration": node_registration,
         "discovery": {
             "bootstrapToken": {
                 "apiServerEndpoint": api_server_endpoint(config),

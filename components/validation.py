@@ -556,23 +556,10 @@ def _parse_kubernetes(
         if not versions.SUPPORTED_KUBERNETES_MINORS[0] <= minor <= versions.SUPPORTED_KUBERNETES_MINORS[1]:
             low, high = versions.SUPPORTED_KUBERNETES_MINORS
             problems.add("kubernetesVersion", version, f"is outside the supported 1.{low}-1.{high}", f"use 1.{versions.DEFAULT_MINOR}")
-        elif versions.image_uses_cgroup_v1(image_url):
-            if minor > versions.CGROUP_V1_LAST_MINOR_WITH_CONTAINERD_1:
-                problems.add(
-                    "kubernetesVersion",
-                    version,
-                    "cannot run on this image (cgroup v1 and no containerd 2 packages on Ubuntu 18.04)",
-                    f"use 1.{versions.CGROUP_V1_LAST_SAFE_MINOR}, or an Ubuntu 22.04/24.04 imageUrl",
-                )
-            elif minor > versions.CGROUP_V1_LAST_SAFE_MINOR and not allow_cgroup_v1:
-                problems.add(
-                    "kubernetesVersion",
-                    version,
-                    "refuses cgroup v1 by default and Ubuntu 18.04 only has cgroup v1",
-                    f"use 1.{versions.CGROUP_V1_LAST_SAFE_MINOR}, or opt in with `pulumi config set allowCgroupV1 true`",
-                )
         else:
-            validation_sources.check_runtime_source(runtime_source, minor, image_url, problems)
+            _check_preflight(problems, version, minor, versions.image_facts(image_url), allow_cgroup_v1)
+            if not versions.image_uses_cgroup_v1(image_url):  # (there _check_preflight refuses what needs containerd 2)
+                validation_sources.check_runtime_source(runtime_source, minor, image_url, problems)
         calico_problem = versions.calico_problem(calico_version, minor)
         if calico_problem:
             problems.add("calicoVersion", calico_version, calico_problem, versions.calico_fix(minor))
@@ -618,6 +605,49 @@ def _parse_kubernetes(
         smoke_test=scalars.boolean("smokeTest"),
         allow_cgroup_v1=allow_cgroup_v1,
     )
+
+
+def _check_preflight(
+    problems: Problems, version: str, minor: int, facts: versions.ImageFacts | None, allow_cgroup_v1: bool
+) -> None:
+    """Accept a version on an image only where kubeadm's SystemVerification preflight passes, for `kubeadm init`
+    and `kubeadm join` alike (both run it, on each node's own kernel and kubelet): its errors stop both unless
+    SystemVerification is ignored, which this project does only under allowCgroupV1 (versions.cgroup_v1_opt_in).
+    An image not recognised by name is not checked (versions.KNOWN_IMAGES)."""
+    if facts is None:
+        return
+    on = f"on {facts.name} (kernel {facts.kernel_short}, cgroup {'v1' if facts.cgroup_v1 else 'v2'})"
+    if facts.cgroup_v1 and minor > versions.CGROUP_V1_LAST_MINOR_WITH_CONTAINERD_1:
+        problems.add(
+            "kubernetesVersion",
+            version,
+            f"cannot run on this image: {on}; Kubernetes 1.36+ needs containerd 2, not 1.x, and the project runs none on cgroup v1 images (Docker's Ubuntu 18.04 repository never had it)",
+            f"use {_passing_minors(facts)}, or an Ubuntu 22.04/24.04 or Debian 12 imageUrl",
+        )
+        return
+    errors = versions.system_verification_errors(minor, facts)
+    if not errors or versions.cgroup_v1_opt_in(allow_cgroup_v1, minor):
+        return
+    only_cgroup_v1 = all(error.startswith("cgroups v1") for error in errors)
+    fix = f"use {_passing_minors(facts)}"
+    if only_cgroup_v1:
+        fix += " (1.35+ refuses cgroup v1 by default), or opt in with `pulumi config set allowCgroupV1 true`"
+    else:
+        fix += f", or an image with a kernel kubeadm 1.{minor} accepts (Ubuntu 20.04+, Debian 12)"
+    problems.add(
+        "kubernetesVersion",
+        version,
+        f"fails kubeadm's SystemVerification preflight (init and join) {on}: {'; '.join(errors)}",
+        fix,
+    )
+
+
+def _passing_minors(facts: versions.ImageFacts) -> str:
+    """The newest minors whose preflight passes on this image without any opt-in and that a supported Calico
+    release runs on (no advice that the next validation would refuse), e.g. "1.33 or 1.34"."""
+    passing = [f"1.{minor}" for minor in sorted(versions.SYSTEM_VERIFICATION)
+               if not versions.system_verification_errors(minor, facts) and versions.calico_releases_for(minor)]  # fmt: skip
+    return " or ".join(passing[-2:]) if passing else "no Kubernetes version this project supports"
 
 
 def _check_subnets(

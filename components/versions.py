@@ -7,17 +7,73 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 # kubeadm's v1beta4 config API (used for every rendered config) exists from 1.31.
 SUPPORTED_KUBERNETES_MINORS = (31, 37)
 DEFAULT_MINOR = 34
-# Ubuntu 18.04 has cgroup v1 only. From 1.35 the kubelet refuses cgroup v1 unless failCgroupV1 is false;
-# from 1.36 Kubernetes needs containerd 2, which Docker's bionic repository never shipped.
-CGROUP_V1_LAST_SAFE_MINOR = 34
 # 1.35 is the last Kubernetes release that supports containerd 1.x (kubernetes-on-ubuntu-18.04.md section 2).
 LAST_MINOR_WITH_CONTAINERD_1 = 35
+# From 1.36 Kubernetes needs containerd 2, which Docker's bionic repository never shipped: no cgroup v1 image
+# (Ubuntu 18.04/20.04) runs 1.36+, whatever kubeadm's preflight says.
 CGROUP_V1_LAST_MINOR_WITH_CONTAINERD_1 = LAST_MINOR_WITH_CONTAINERD_1
-CGROUP_V1_IMAGE = re.compile(r"bionic|18\.04|focal|20\.04", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class SystemVerification:
+    """kubeadm's SystemVerification preflight check of one minor, on Linux, as its source has it.
+
+    kubeadm runs it in `kubeadm init` and in `kubeadm join` alike (addCommonChecks in
+    cmd/kubeadm/app/preflight/checks.go), through the k8s.io/system-validators release it vendors: the kernel
+    release must match one of KernelSpec.Versions (types_unix.go), an error or only a warning depending on the
+    release (kernel_validator.go Validate); on cgroup v1 the cgroups validator warns, and from kubelet 1.35 fails
+    (cgroup_validator_linux.go). An error stops init/join unless SystemVerification is in ignorePreflightErrors.
+    """
+
+    system_validators: str  # the k8s.io/system-validators version in that minor's go.mod
+    kernel_versions: tuple[str, ...]  # KernelSpec.Versions, Go regular expressions matched against `uname -r`
+    kernel_mismatch_is_error: bool
+    cgroup_v1: Literal["ok", "warning", "error"]
+
+
+# Read from k8s.io/kubernetes v1.31.14, v1.32.13, v1.33.13, v1.34.4, v1.35.4, v1.36.3, v1.37.2 (also v1.32.2,
+# v1.33.6, v1.34.0: the same rules) and the system-validators releases their go.mod names.
+_KERNEL_3_10 = (r"^3\.[1-9][0-9].*$", r"^([4-9]|[1-9][0-9]+)\.([0-9]+)\.([0-9]+).*$")
+_KERNEL_4_19 = (r"^4\.19.*$", r"^4\.[2-9][0-9].*$", r"^([5-9]|[1-9][0-9]+)\.([0-9]+)\.([0-9]+).*$")
+_KERNEL_5_4 = (r"^5\.4.*$", r"^5\.10.*$", r"^5\.15.*$", r"^([6-9]|[1-9][0-9]+)\.([0-9]+)\.([0-9]+).*$")
+SYSTEM_VERIFICATION: dict[int, SystemVerification] = {
+    31: SystemVerification("v1.8.0", _KERNEL_3_10, kernel_mismatch_is_error=True, cgroup_v1="ok"),
+    32: SystemVerification("v1.9.2", _KERNEL_4_19, kernel_mismatch_is_error=True, cgroup_v1="warning"),
+    33: SystemVerification("v1.9.2", _KERNEL_4_19, kernel_mismatch_is_error=True, cgroup_v1="warning"),
+    34: SystemVerification("v1.10.2", _KERNEL_5_4, kernel_mismatch_is_error=False, cgroup_v1="warning"),
+    35: SystemVerification("v1.12.1", _KERNEL_5_4, kernel_mismatch_is_error=False, cgroup_v1="error"),
+    36: SystemVerification("v1.12.1", _KERNEL_5_4, kernel_mismatch_is_error=False, cgroup_v1="error"),
+    37: SystemVerification("v1.12.1", _KERNEL_5_4, kernel_mismatch_is_error=False, cgroup_v1="error"),
+}
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """What kubeadm's preflight sees on a known image: its stock kernel and its cgroup version."""
+
+    name: str
+    kernel: str  # `uname -r` of the image's stock (GA) kernel
+    cgroup_v1: bool
+
+    @property
+    def kernel_short(self) -> str:
+        return ".".join(self.kernel.split(".")[:2])
+
+
+# Recognised by their name in imageUrl (URL or file name), first match wins. An image not recognised is taken to
+# meet kubeadm's preflight (a current kernel, cgroup v2): kubeadm's own check still stops init/join if not.
+KNOWN_IMAGES: tuple[tuple[re.Pattern[str], ImageFacts], ...] = (
+    (re.compile(r"bionic|18\.04", re.IGNORECASE), ImageFacts("Ubuntu 18.04", "4.15.0-213-generic", cgroup_v1=True)),
+    (re.compile(r"focal|20\.04", re.IGNORECASE), ImageFacts("Ubuntu 20.04", "5.4.0-200-generic", cgroup_v1=True)),
+    (re.compile(r"jammy|22\.04", re.IGNORECASE), ImageFacts("Ubuntu 22.04", "5.15.0-125-generic", cgroup_v1=False)),
+    (re.compile(r"noble|24\.04", re.IGNORECASE), ImageFacts("Ubuntu 24.04", "6.8.0-48-generic", cgroup_v1=False)),
+    (re.compile(r"bookworm|debian-12", re.IGNORECASE), ImageFacts("Debian 12", "6.1.0-27-amd64", cgroup_v1=False)),
+)
 
 # The image's distribution release, told from imageUrl like the cgroup version (None: not knowable from the name).
 IMAGE_RELEASES: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -140,8 +196,30 @@ def pause_tag(minor: int) -> str:
     return read[max(read)].pause
 
 
+def image_facts(image_url: str) -> ImageFacts | None:
+    return next((facts for pattern, facts in KNOWN_IMAGES if pattern.search(image_url)), None)
+
+
 def image_uses_cgroup_v1(image_url: str) -> bool:
-    return bool(CGROUP_V1_IMAGE.search(image_url))
+    facts = image_facts(image_url)
+    return facts is not None and facts.cgroup_v1
+
+
+def cgroup_v1_opt_in(allow_cgroup_v1: bool, minor: int) -> bool:
+    """Whether allowCgroupV1 takes effect: in the minors whose kubelet refuses cgroup v1 by default (1.35+). Then
+    the kubelet gets failCgroupV1: false, and init *and* join ignore SystemVerification, which fails there."""
+    return allow_cgroup_v1 and SYSTEM_VERIFICATION[minor].cgroup_v1 == "error"
+
+
+def system_verification_errors(minor: int, facts: ImageFacts) -> list[str]:
+    """What kubeadm's SystemVerification reports as errors (not warnings) on this image, for init and join."""
+    rules = SYSTEM_VERIFICATION[minor]
+    errors = []
+    if rules.kernel_mismatch_is_error and not any(re.search(pattern, facts.kernel) for pattern in rules.kernel_versions):
+        errors.append(f"kernel release {facts.kernel} is unsupported")
+    if facts.cgroup_v1 and rules.cgroup_v1 == "error":
+        errors.append("cgroups v1 support is deprecated (the kubelet refuses cgroup v1 by default)")
+    return errors
 
 
 def image_release(image_url: str) -> str | None:
@@ -167,8 +245,12 @@ def calico_problem(calico_version: str, kubernetes_minor: int) -> str | None:
     return None
 
 
+def calico_releases_for(kubernetes_minor: int) -> list[str]:
+    return [calico for calico, (low, high) in CALICO_KUBERNETES_MINORS.items() if low <= kubernetes_minor <= high]
+
+
 def calico_fix(kubernetes_minor: int) -> str:
-    fitting = [calico for calico, (low, high) in CALICO_KUBERNETES_MINORS.items() if low <= kubernetes_minor <= high]
+    fitting = calico_releases_for(kubernetes_minor)
     if not fitting:
         return "no supported Calico release fits this Kubernetes version"
     return f"use a {' or '.join(fitting)} release, e.g. {fitting[0]}.0 or newer patch"
