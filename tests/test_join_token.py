@@ -51,7 +51,9 @@ elif args[:2] == ["token", "create"]:
     expires = seconds(ttl)
     store[token_id] = {{"secret": secret, "expires": None if expires is None else now + expires}}
     save()
-    print("kubeadm join 192.168.141.130:6443 --token %s --discovery-token-ca-cert-hash {ca_hash} " % token)
+    print("kubeadm join 192.168.141.130:6443 --token %s --discovery-token-ca-cert-hash {ca_hash} " % token, flush=True)
+    if os.environ.get("KUBEADM_WARNS"):  # a klog warning on stderr, which the script captures with stdout
+        print("W1130 12:00:00.000000 4242 token.go:99] a warning after the join command", file=sys.stderr, flush=True)
 elif args[:2] == ["token", "delete"]:
     if args[2] not in store:
         sys.exit('bootstrap token "%s" not found' % args[2])
@@ -218,8 +220,9 @@ def test_minting_again_replaces_a_token_left_under_the_id(cluster: Cluster, dev_
     mint, _, _, _ = steps_of(dev_run)
     token_id = join_token_id(WORKER)
     cluster.store.write_text(json.dumps({token_id: {"secret": "0123456789abcdef", "expires": None}}))
-    result = cluster.run("control-plane", mint)
+    result = cluster.run("control-plane", mint, KUBEADM_WARNS="1")
     assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("kubeadm join ") and result.stdout.count("\n") == 1  # only the join command
     (entry,) = cluster.tokens().values()
     assert entry["secret"] != "0123456789abcdef" and f"--token {token_id}.{entry['secret']} " in result.stdout + " "
     assert [call.split()[:2] for call in cluster.kubeadm_calls()] == [["token", "delete"], ["token", "generate"], ["token", "create"]]

@@ -101,7 +101,7 @@ if ((rc != 0)); then
   printf '%s\n' "$join" | redact >&2
   die "kubeadm token create failed (exit $rc, see above)"
 fi
-join=$(tail -n 1 <<<"$join")
+join=$(grep -m 1 '^kubeadm join ' <<<"$join" || true) # (kubeadm may log warnings around it)
 if [[ ! $join =~ ^kubeadm\ join\ [^\ ]+\ --token\ ([^\ ]+)\ --discovery-token-ca-cert-hash\ sha256:[0-9a-f]{64}\ *$ ]] ||
   [[ ${BASH_REMATCH[1]} != "$token" ]]; then
   die "kubeadm token create --print-join-command printed no join command for the token it was given (not shown: it holds the token)"
