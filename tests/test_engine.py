@@ -13,16 +13,23 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
+import tempfile
+import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 from pulumi import automation as auto
 
-from components.mockrun import run_program
+from components.mockrun import SECRET_SIG, SECRET_VALUE, StackRun, run_program
+from components.plan import split_invocation
+from components.steps import command_line
 from tests.test_scaling import compare
 from lab import host, netns
 from lab.engine import Engine, copy_project, deadline
@@ -234,6 +241,331 @@ def test_state_holds_no_secret_in_plain_text(lab: Lab, first_up: UpRun) -> None:
     assert "ciphertext" in json.dumps(deployment)
     for marker in PRIVATE_KEY_MARKERS:
         assert marker not in first_up.output
+
+
+# --- the nodes the first up made, on the guest: what the seeds and the steps promise --------------------------------
+# Dialled from inside the lab namespace as the steps dial them: the connection (user, the stack's key, the pinned host
+# key) is the one the engine sent each step, read back from the state. The commands are the steps' own `create`
+# inputs from the state; the two steps the up could not reach (configure-container-runtime runs after the download
+# that fails, kubeadm-join much later) come from the mock run of the same config, checked to render the same text.
+
+# The files the node steps manage: a second run must leave their content, mode and mtime as they were.
+MANAGED_FILES = (
+    "/etc/hosts", "/etc/fstab", "/etc/modules-load.d/kubeadm-libvirt.conf", "/etc/sysctl.d/99-kubeadm-libvirt.conf",
+    "/etc/containerd/config.toml", "/etc/crictl.yaml",
+)  # fmt: skip
+SNAPSHOT = "sudo sh -c 'for f in " + " ".join(MANAGED_FILES) + "; do if [ -e $f ]; then stat -c \"%n %s %a %U %Y\" $f && sha256sum $f; else echo \"$f absent\"; fi; done'"
+# What a step logs when it changes the node (lib/common.sh's put_file and apt calls, os-prep's swapoff and ufw,
+# os-apt-sources' moves, a file removed, a service (re)started). A second run must log none of them: its guards find
+# everything done.
+CHANGE_MARKERS = ("wrote /", "turning swap off", "disabling ", "restoring ", "removing ", "starting ", "apt-get ", "fetching ")
+# A TCG guest reboots in 45-90 s alone (two on two cores); the bound leaves room for a loaded machine.
+REBOOT_SECONDS = 10 * 60
+
+
+def revealed(value: object) -> object:
+    """A value from `stack.export_stack()` (secrets shown) with the secret wrappers removed, recursively."""
+    if isinstance(value, dict):
+        if value.get(SECRET_SIG) == SECRET_VALUE:
+            return json.loads(value["plaintext"]) if "plaintext" in value else revealed(value.get("value"))
+        return {key: revealed(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [revealed(item) for item in value]
+    return value
+
+
+@dataclass(frozen=True)
+class NodeShell:
+    """One lab node over SSH, as the stack's steps reach it: its address and user, the stack's key, the host key the
+    stack pinned (StrictHostKeyChecking=yes: a guest presenting another key fails every call). Calls share one
+    connection per node (ControlMaster), since each new login costs a TCG guest about a second."""
+
+    name: str
+    ip: str
+    user: str
+    host_key: str  # "ssh-ed25519 AAAA..."
+    key_file: Path
+    known_hosts: Path
+    control_path: str
+
+    def options(self, *extra: str, known_hosts: Path | None = None, multiplex: bool = True) -> list[str]:
+        """ssh's options (the first value of an option wins, so each appears once here; `extra` adds others)."""
+        control = ["-o", "ControlMaster=auto", "-o", f"ControlPath={self.control_path}", "-o", "ControlPersist=300"]
+        return [
+            "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=30", "-o", "StrictHostKeyChecking=yes",
+            "-o", f"UserKnownHostsFile={known_hosts or self.known_hosts}", "-o", "ServerAliveInterval=10",
+            "-o", "ServerAliveCountMax=6", *(control if multiplex else ["-o", "ControlPath=none"]), *extra,
+        ]  # fmt: skip
+
+    def run(self, command: str, stdin: str = "", timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
+        argv = ["ssh", *self.options("-i", str(self.key_file), "-o", "IdentitiesOnly=yes"), f"{self.user}@{self.ip}", command]
+        done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout)
+        if check and done.returncode != 0:
+            raise AssertionError(
+                f"{self.name}: `{command[:100]}` exited {done.returncode}\n--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}"
+            )
+        return done
+
+    def close(self) -> None:
+        subprocess.run(["ssh", *self.options("-O", "exit"), f"{self.user}@{self.ip}"], capture_output=True, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def nodes(first_up: UpRun) -> Iterator[dict[str, NodeShell]]:
+    resources = state_resources(first_up.stack)
+    scratch = Path(tempfile.mkdtemp(prefix="kvl-ssh-"))  # short: a ControlPath is a unix socket path (108 bytes)
+    shells = {}
+    for node in LAB_NODES:
+        name = node["name"]
+        if f"{name}-wait-for-boot" not in resources:
+            pytest.fail(f"{name}: the first up did not reach it (no wait-for-boot in the state)")
+        connection = revealed(resources[f"{name}-wait-for-boot"]["inputs"]["connection"])
+        key_file, known_hosts = scratch / f"{name}.key", scratch / f"{name}.known_hosts"
+        key_file.write_text(connection["privateKey"].rstrip("\n") + "\n")
+        key_file.chmod(0o600)
+        known_hosts.write_text(f"{connection['host']} {connection['hostKey'].strip()}\n")
+        shells[name] = NodeShell(
+            name, connection["host"], connection["user"], connection["hostKey"].strip(), key_file, known_hosts, str(scratch / f"{name}.ctl")
+        )
+    yield shells
+    for shell in shells.values():
+        shell.close()
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def mocked_lab(lab: Lab) -> StackRun:
+    """The lab stack under the mocks: the commands of the steps the first up did not reach."""
+    return run_program("lab", overrides=lab_stack_config(lab.host.uri, lab.image))
+
+
+def step_part(create: str, part: str, **changed: str) -> str:
+    """One script of a step's `create` command (`a && b`), with some of its inputs changed."""
+    (chosen,) = [(step, env, script) for step, env, script in split_invocation(create) if step == part]
+    step, env, script = chosen
+    return command_line(step, {**env, **changed}, script)
+
+
+def change_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if any(marker in line for marker in CHANGE_MARKERS)]
+
+
+def scan_host_keys(ip: str, timeout: float = 120.0) -> set[str]:
+    """The host keys a guest offers ("type base64"), every type. Retried within a bound: a busy TCG guest can miss
+    ssh-keyscan's own timeout, and an empty scan must not pass for "no key"."""
+    give_up = time.monotonic() + timeout
+    while True:
+        scanned = subprocess.run(["ssh-keyscan", "-T", "30", ip], capture_output=True, text=True, timeout=90).stdout
+        offered = {" ".join(line.split()[1:3]) for line in scanned.splitlines() if line and not line.startswith("#")}
+        if offered or time.monotonic() > give_up:
+            return offered
+        time.sleep(2)
+
+
+def rendered_nic(resources: dict[str, dict], name: str) -> tuple[str, dict]:
+    """(interface name, its netplan settings) from the network-config the stack rendered for node `name`."""
+    rendered = yaml.safe_load(revealed(resources[f"{name}-cloudinit"]["inputs"]["networkConfig"]))
+    ((interface, nic),) = rendered["ethernets"].items()
+    return interface, nic
+
+
+def global_addresses(shell: NodeShell) -> list[tuple[str, str]]:
+    """(interface, address/prefix) of every global IPv4 address on the node."""
+    lines = shell.run("ip -4 -o addr show scope global").stdout.splitlines()
+    return [(fields[1], fields[3]) for fields in (line.split() for line in lines)]
+
+
+def test_each_node_has_its_hostname_and_the_rendered_address_route_and_dns(nodes: dict[str, NodeShell], first_up: UpRun) -> None:
+    resources = state_resources(first_up.stack)
+    for node in LAB_NODES:
+        name, shell = node["name"], nodes[node["name"]]
+        interface, nic = rendered_nic(resources, name)
+        mac = resources[f"{name}-domain"]["inputs"]["networkInterfaces"][0]["mac"]
+        assert nic["match"]["macaddress"] == mac and nic["addresses"] == [f"{node['ip']}/24"]
+
+        assert shell.run("hostname").stdout.strip() == name
+        assert shell.run("cat /etc/hostname").stdout.strip() == name
+        # The stack's address, on the NIC with the domain's MAC, renamed as rendered, and nowhere else.
+        assert global_addresses(shell) == [(interface, nic["addresses"][0])]
+        assert shell.run(f"cat /sys/class/net/{interface}/address").stdout.strip() == mac.lower()
+        # netplan rendered it: cloud-init's netplan file holds the rendered NIC, networkd runs netplan's unit for it.
+        netplan = yaml.safe_load(shell.run("sudo cat /etc/netplan/50-cloud-init.yaml").stdout)
+        assert netplan["network"]["ethernets"][interface] == nic
+        status = shell.run(f"networkctl status {interface} --no-pager").stdout
+        assert re.search(rf"Network File: /run/systemd/network/10-netplan-{interface}\.network", status), status
+        route = shell.run("ip -4 route show default").stdout
+        assert re.search(rf"^default via {re.escape(nic['routes'][0]['via'])} dev {interface}\b", route, re.MULTILINE), route
+        # The resolvers networkd took from the rendered nameservers (the link's state file: DNS=a b ...).
+        link_state = shell.run(f"cat /run/systemd/netif/links/$(cat /sys/class/net/{interface}/ifindex)").stdout
+        dns = re.search(r"^DNS=(.*)$", link_state, re.MULTILINE)
+        assert dns and dns.group(1).split() == nic["nameservers"]["addresses"], link_state
+
+
+def test_cloud_init_finished_without_errors(nodes: dict[str, NodeShell]) -> None:
+    # What `cloud-init status --long` reads, without starting cloud-init's Python (seconds under TCG): every stage
+    # finished without errors, and the final result written (it is, once cloud-init is done).
+    for shell in nodes.values():
+        status = json.loads(shell.run("sudo cat /var/lib/cloud/data/status.json").stdout)["v1"]
+        stages = {stage: status[stage] for stage in ("init-local", "init", "modules-config", "modules-final")}
+        assert all(s["finished"] and s["errors"] == [] for s in stages.values()) and status["stage"] is None, status
+        result = json.loads(shell.run("sudo cat /var/lib/cloud/data/result.json").stdout)
+        assert result["v1"]["errors"] == [], result
+
+
+def test_login_is_key_only_with_passwordless_sudo(nodes: dict[str, NodeShell]) -> None:
+    shell = nodes[LAB_NODES[1]["name"]]
+    assert shell.run("sudo -n true", check=False).returncode == 0
+    assert "passwordauthentication no" in shell.run("sudo sshd -T").stdout
+    no_key = ["-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password,keyboard-interactive"]
+    refused = subprocess.run(
+        ["ssh", *shell.options(*no_key, multiplex=False), f"{shell.user}@{shell.ip}", "true"], capture_output=True, text=True, timeout=90
+    )
+    assert refused.returncode != 0 and "Permission denied (publickey)" in refused.stderr, refused.stderr
+
+
+def test_each_node_presents_exactly_the_host_key_the_stack_pinned(nodes: dict[str, NodeShell], first_up: UpRun, tmp_path: Path) -> None:
+    resources = state_resources(first_up.stack)
+    for name, shell in nodes.items():
+        pinned = " ".join(resources[name]["outputs"]["hostPublicKey"].split()[:2])
+        assert " ".join(shell.host_key.split()[:2]) == pinned  # what the steps dialled with
+        assert scan_host_keys(shell.ip) == {pinned}, f"{name} offers other keys than the pinned {pinned}"
+    # Another node's key in known_hosts, as if a different VM answered at this address: refused.
+    cp, w1 = (nodes[node["name"]] for node in LAB_NODES)
+    wrong = tmp_path / "known_hosts"
+    wrong.write_text(f"{cp.ip} {w1.host_key}\n")
+    mismatch = subprocess.run(
+        ["ssh", *cp.options("-i", str(cp.key_file), known_hosts=wrong, multiplex=False), f"{cp.user}@{cp.ip}", "true"],
+        capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert mismatch.returncode != 0 and "REMOTE HOST IDENTIFICATION HAS CHANGED" in mismatch.stderr, mismatch.stderr
+
+
+def test_nodes_reach_each_other_by_name_and_address(nodes: dict[str, NodeShell]) -> None:
+    for node in LAB_NODES:
+        for other in LAB_NODES:
+            if other is node:
+                continue
+            for target in (other["ip"], other["name"]):
+                result = nodes[node["name"]].run(f"ping -c 1 -W 5 {target}", timeout=60, check=False)
+                assert result.returncode == 0, f"{node['name']} cannot reach {target}: {result.stdout}{result.stderr}"
+                assert f"({other['ip']})" in result.stdout or f"from {other['ip']}" in result.stdout, result.stdout
+
+
+def test_the_steps_the_up_ran_find_their_work_done_on_a_second_run(nodes: dict[str, NodeShell], first_up: UpRun) -> None:
+    resources = state_resources(first_up.stack)
+
+    def second_runs(name: str) -> None:
+        shell = nodes[name]
+        for step in PREPARED_STEPS:
+            state = resources[f"{name}-{step}"]
+            first_stdout, first_stderr = revealed(state["outputs"]["stdout"]), revealed(state["outputs"]["stderr"])
+            if step != "wait-for-boot":  # it only waits and reads; the others changed the node the first time
+                assert change_lines(first_stderr), f"{name}-{step}: the up's run changed nothing?\n{first_stderr}"
+            before = shell.run(SNAPSHOT).stdout
+            again = shell.run(revealed(state["inputs"]["create"]))
+            assert again.stdout.strip() == first_stdout.strip(), f"{name}-{step}: {again.stdout!r} != {first_stdout!r}"
+            assert change_lines(again.stderr) == [], f"{name}-{step} changed the node again:\n{again.stderr}"
+            assert shell.run(SNAPSHOT).stdout == before, f"{name}-{step}: the second run changed a managed file"
+
+    run_on_each_node(second_runs)
+
+
+def run_on_each_node(check: Callable[[str], None]) -> None:
+    """`check(name)` for every lab node at once (threads started here are in the lab namespace too); any failure raised."""
+    with ThreadPoolExecutor(max_workers=len(LAB_NODES)) as pool:
+        for future in [pool.submit(check, node["name"]) for node in LAB_NODES]:
+            future.result()
+
+
+def test_os_prep_turns_swap_off_for_good_and_the_runtime_config_is_idempotent(
+    nodes: dict[str, NodeShell], first_up: UpRun, mocked_lab: StackRun
+) -> None:
+    resources = state_resources(first_up.stack)
+
+    def prepare(name: str) -> None:
+        shell = nodes[name]
+        os_prep = revealed(resources[f"{name}-os-prep"]["inputs"]["create"])
+        assert mocked_lab.named(f"{name}-os-prep").input("create") == os_prep  # the mocks render what the engine sent
+        runtime = step_part(mocked_lab.named(f"{name}-container-runtime").input("create"), "configure-container-runtime")
+        # A swap file in fstab, as on Ubuntu installer images: os-prep must turn it off for good.
+        shell.run(
+            "sudo sh -c 'test -e /swapfile || { fallocate -l 32M /swapfile && chmod 600 /swapfile && mkswap -q /swapfile"
+            " && echo \"/swapfile none swap sw 0 0\" >> /etc/fstab; } && swapon /swapfile'"
+        )
+        assert shell.run("tail -n +2 /proc/swaps").stdout.strip()
+        # The runtime is preinstalled in the guest (Debian's containerd): configuring it needs no download.
+        first = {command: shell.run(command) for command in (os_prep, runtime)}
+        assert "turning swap off" in first[os_prep].stderr and "wrote /etc/fstab" in first[os_prep].stderr, first[os_prep].stderr
+        assert "wrote /etc/containerd/config.toml" in first[runtime].stderr and "restarting containerd" in first[runtime].stderr
+        before = shell.run(SNAPSHOT).stdout
+        for command, done in first.items():
+            again = shell.run(command)
+            assert again.stdout == done.stdout and change_lines(again.stderr) == [], f"{name}, second run:\n{again.stderr}"
+        assert shell.run(SNAPSHOT).stdout == before, f"{name}: a second run changed a managed file"
+        assert_node_prepared(shell)
+
+    run_on_each_node(prepare)
+
+
+def assert_node_prepared(shell: NodeShell) -> None:
+    assert shell.run("tail -n +2 /proc/swaps").stdout.strip() == "", "swap is still on"
+    fstab = shell.run("cat /etc/fstab").stdout
+    assert re.search(r"^#/swapfile none swap", fstab, re.MULTILINE), fstab
+    modules = shell.run("sudo lsmod").stdout
+    for module in ("br_netfilter", "overlay", "ip_vs", "ip_vs_rr", "nf_conntrack"):
+        assert re.search(rf"^{module}\s", modules, re.MULTILINE), f"{shell.name}: {module} not loaded"
+    sysctls = shell.run("sudo sysctl -n net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6tables")
+    assert sysctls.stdout.split() == ["1", "1", "1"]
+    hosts = shell.run("cat /etc/hosts").stdout
+    for node in LAB_NODES:
+        assert f"{node['ip']} {node['name']}" in hosts
+    config = shell.run("sudo cat /etc/containerd/config.toml").stdout
+    assert "SystemdCgroup = true" in config and re.search(r'sandbox_image = "[^"]+/pause:[0-9.]+"', config), config
+    # crictl is not packaged in Debian 12; containerd's own client shows the CRI plugin serving.
+    plugins = shell.run("sudo ctr plugins ls").stdout
+    assert re.search(r"io\.containerd\.grpc\.v1\s+cri\s+.*\bok\b", plugins), plugins
+
+
+def test_bad_input_fails_clearly_and_leaves_the_node_as_it_was(nodes: dict[str, NodeShell], first_up: UpRun, mocked_lab: StackRun) -> None:
+    name = LAB_NODES[1]["name"]
+    shell, resources = nodes[name], state_resources(first_up.stack)
+    before = shell.run(SNAPSHOT).stdout
+    create = {step: revealed(resources[f"{name}-{step}"]["inputs"]["create"]) for step in ("os-prep", "cluster-hosts")}
+    create["kubeadm-join"] = mocked_lab.named(f"{name}-kubeadm-join").input("create")
+    bad_runs = {
+        "os-prep": (step_part(create["os-prep"], "os-prep", KUBE_PROXY_MODE="nftables"), "KUBE_PROXY_MODE=nftables"),
+        "cluster-hosts": (step_part(create["cluster-hosts"], "cluster-hosts", CLUSTER_HOSTS="300.1.1.1 bad_name"), "300.1.1.1"),
+        "kubeadm-join": (step_part(create["kubeadm-join"], "kubeadm-join", NODE_NAME=""), "NODE_NAME"),
+    }  # fmt: skip
+    for step, (command, named) in bad_runs.items():
+        started = time.monotonic()
+        result = shell.run(command, check=False)
+        assert result.returncode == 2, f"{step}: exit {result.returncode}\n{result.stderr}"
+        assert "invalid input" in result.stderr and named in result.stderr, f"{step}: {result.stderr}"
+        assert time.monotonic() - started < 60, f"{step} waited before refusing its input"
+    assert shell.run(SNAPSHOT).stdout == before, "a refused run changed the node"
+
+
+def test_a_rebooted_node_comes_back_with_its_address_name_host_key_and_preparation(nodes: dict[str, NodeShell], first_up: UpRun) -> None:
+    node = LAB_NODES[1]
+    shell = nodes[node["name"]]
+    interface, nic = rendered_nic(state_resources(first_up.stack), node["name"])
+    boot_id = shell.run("cat /proc/sys/kernel/random/boot_id").stdout.strip()
+    started = time.monotonic()
+    asked = shell.run("sudo systemctl --no-block reboot", check=False)  # 255: the connection went first, which is fine
+    assert asked.returncode in (0, 255), asked.stderr
+    while True:  # every probe pins the host key, so only the stack's VM can answer it
+        probe = shell.run("cat /proc/sys/kernel/random/boot_id", timeout=120, check=False)
+        if probe.returncode == 0 and probe.stdout.strip() not in ("", boot_id):
+            break
+        assert "REMOTE HOST IDENTIFICATION HAS CHANGED" not in probe.stderr, probe.stderr
+        assert time.monotonic() - started < REBOOT_SECONDS, f"{node['name']} not back after {REBOOT_SECONDS} s: {probe.stderr}"
+        time.sleep(3)
+    print(f"{node['name']}: back after reboot in {time.monotonic() - started:.0f} s")
+    assert shell.run("hostname").stdout.strip() == node["name"]
+    assert global_addresses(shell) == [(interface, nic["addresses"][0])]
+    assert scan_host_keys(shell.ip) == {" ".join(shell.host_key.split()[:2])}
+    assert_node_prepared(shell)
 
 
 # --- change: a worker added with `pulumi config set --path`, a VM lost out of band ----------------------------------
