@@ -13,7 +13,6 @@ from components.mockrun import StackRun, run_program
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "realvm: boots QEMU guests (slow); deselect with -m 'not realvm'")
     config.addinivalue_line("markers", "engine: the real Pulumi engine on a lab host (toolchain build, libvirt, TCG guests)")
     config.addinivalue_line("markers", "mirror: reads the built lab mirror (python3 -m lab mirror build: Kubernetes from Go modules)")
     config.addinivalue_line("markers", "labhost: starts real lab hosts (network namespace, libvirtd, a TCG domain); needs root")

@@ -5,7 +5,9 @@ behind the bridge), libvirtd and QEMU (TCG) in the lab host's network namespace,
 the stack's own seeds, and the stack's node scripts over SSH. What stands in: the `command` and `tls` plugins
 (lab/plugins: their Go modules are refused by the module proxy), and the language host (the Automation API serves
 the real __main__.py in-process). No package source is reachable from the lab, so the stack stops at its first
-download, the container runtime; the tests check that it stops there clearly and resumes there.
+download, the container runtime; the tests check that it stops there clearly and resumes there. On the VMs that first
+up made they also check what a real node must show (seeds, host keys, idempotent steps, a reboot): the project's one
+VM lab, which replaced the QEMU user-mode harness of tests/realvm.
 """
 
 from __future__ import annotations
