@@ -10,9 +10,6 @@ Nothing here needs a loop device, a mount of the image or udev: ``mke2fs -d`` wr
 partition at its offset in a raw file, and the MBR and GRUB's boot sectors are plain writes into the same file.
 GRUB's images come from the guest tree itself (grub-pc-bin), so the host needs no bootloader package.
 
-The same build exports the kernel and initrd next to the disk: the real-VM test harness (tests/realvm) boots them
-directly, with the disk's partition as root, so there is one image builder for both.
-
 A finished image is a directory named after its cache key (builder version, suite, package list and every file and
 script the build puts into the tree): it appears by a rename once complete, builders of one key serialize on a lock
 file, and leftovers of killed builds are removed.
@@ -46,8 +43,6 @@ DISK_BYTES = 3 * 2**30  # the base disk; VMs get copy-on-write overlays of their
 SECTOR = 512
 PARTITION_START_SECTOR = 2048  # 1 MiB, as every partitioning tool aligns it; GRUB's core.img lives in the gap
 DISK_NAME = "disk.qcow2"
-KERNEL_NAME = "vmlinuz"
-INITRD_NAME = "initrd.img"
 
 BASE_PACKAGES: tuple[str, ...] = (
     # boot and init
@@ -245,16 +240,14 @@ _LOG_PREFIX = "[lab.image]"
 
 @dataclass(frozen=True)
 class BuiltImage:
-    """One finished image directory: the bootable disk, and the kernel and initrd inside it, for direct boots."""
+    """One finished image directory and the bootable disk in it."""
 
     directory: Path
     disk: Path  # qcow2; use it only as the backing file of per-VM overlays
-    kernel: Path
-    initrd: Path
 
     @classmethod
     def in_directory(cls, directory: Path) -> BuiltImage:
-        return cls(directory, directory / DISK_NAME, directory / KERNEL_NAME, directory / INITRD_NAME)
+        return cls(directory, directory / DISK_NAME)
 
 
 class NoAptSource(LabError):
@@ -374,7 +367,6 @@ def _build(final_dir: Path, packages: Sequence[str]) -> None:
             _run(["chroot", str(tree), "/bin/sh", "-c", _CUSTOMIZE_SCRIPT], log_path)
         _write(tree / "boot/grub/grub.cfg", _GRUB_CFG)
         _run(["chroot", str(tree), "/bin/sh", "-c", _BOOTLOADER_SCRIPT], log_path)
-        _take_boot_files(tree, work)
         _log("writing the partitioned disk and converting it to qcow2")
         _make_disk(tree, work, final_dir.name, log_path)
         _remove_build_dir(tree)
@@ -449,15 +441,6 @@ def _copy_debs(source: Path, target: Path) -> None:
             partial = target / f".{deb.name}.{os.getpid()}.part"
             shutil.copyfile(deb, partial)
             partial.rename(target / deb.name)
-
-
-def _take_boot_files(tree: Path, work: Path) -> None:
-    kernels = sorted((tree / "boot").glob("vmlinuz-*"))
-    initrds = sorted((tree / "boot").glob("initrd.img-*"))
-    if len(kernels) != 1 or len(initrds) != 1:
-        raise LabError(f"expected one kernel and one initrd in {tree / 'boot'}, found {[p.name for p in kernels + initrds]}")
-    shutil.copyfile(kernels[0], work / KERNEL_NAME)
-    shutil.copyfile(initrds[0], work / INITRD_NAME)
 
 
 def _remove_stale_builds(cache_dir: Path) -> None:
