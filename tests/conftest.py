@@ -14,6 +14,7 @@ from components.mockrun import StackRun, run_program
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "engine: the real Pulumi engine on a lab host (toolchain build, libvirt, TCG guests)")
+    config.addinivalue_line("markers", "cluster: Kubernetes for real on lab VMs from the lab mirror (kubeadm init and join under TCG)")
     config.addinivalue_line("markers", "mirror: reads the built lab mirror (python3 -m lab mirror build: Kubernetes from Go modules)")
     config.addinivalue_line("markers", "labhost: starts real lab hosts (network namespace, libvirtd, a TCG domain); needs root")
     # pulumi_command's package import warns about its deprecated CopyFile resource, which the program does not use.

@@ -15,9 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
-import tempfile
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
@@ -29,16 +27,14 @@ import pytest
 import yaml
 from pulumi import automation as auto
 
-from components.mockrun import SECRET_SIG, SECRET_VALUE, StackRun, run_program
+from components.mockrun import StackRun, run_program
 from components.plan import split_invocation
 from components.steps import command_line
-from tests.test_scaling import compare
-from lab import host, netns
-from lab.engine import Engine, copy_project, deadline
-from lab.errors import LabError
-from lab.image import build_guest_image
+from lab.engine import copy_project, deadline
 from lab.stacks import LAB_NODES, lab_stack_config
-from lab.toolchain import Toolchain, ensure_toolchain
+from tests.lab_nodes import NodeShell, change_lines, node_shells, revealed
+from tests.lab_session import Lab, running_lab
+from tests.test_scaling import compare
 
 pytestmark = pytest.mark.engine
 
@@ -53,32 +49,10 @@ UP_SECONDS = 15 * 60
 QUICK_SECONDS = 5 * 60
 
 
-@dataclass(frozen=True)
-class Lab:
-    toolchain: Toolchain
-    image: Path
-    host: host.LabHost
-    engine: Engine
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    if os.geteuid() != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail("the engine tests need root (CI runs .ci/run as root)")
-        pytest.skip("the engine tests need root: they start libvirtd in a network namespace")
-    try:
-        toolchain = ensure_toolchain()
-        image = build_guest_image()
-        lab_host = host.start(HOST_NAME)
-    except LabError as error:
-        pytest.fail(f"the lab could not start: {error}")
-    try:
-        # This process joins the namespace so the CLI it starts, and the plugins' SSH, run there (lab/netns.py).
-        with netns.joined(lab_host.namespace):
-            yield Lab(toolchain, image, lab_host, Engine(toolchain, backend_dir=tmp_path_factory.mktemp("state")))
-    finally:
-        host.stop(HOST_NAME)
+    with running_lab(HOST_NAME, tmp_path_factory.mktemp("state")) as running:
+        yield running
 
 
 def engine_events(stack_call, **kwargs) -> list[auto.EngineEvent]:
@@ -257,82 +231,14 @@ MANAGED_FILES = (
     "/etc/containerd/config.toml", "/etc/crictl.yaml",
 )  # fmt: skip
 SNAPSHOT = "sudo sh -c 'for f in " + " ".join(MANAGED_FILES) + "; do if [ -e $f ]; then stat -c \"%n %s %a %U %Y\" $f && sha256sum $f; else echo \"$f absent\"; fi; done'"
-# What a step logs when it changes the node (lib/common.sh's put_file and apt calls, os-prep's swapoff and ufw,
-# os-apt-sources' moves, a file removed, a service (re)started). A second run must log none of them: its guards find
-# everything done.
-CHANGE_MARKERS = ("wrote /", "turning swap off", "disabling ", "restoring ", "removing ", "starting ", "apt-get ", "fetching ")
 # A TCG guest reboots in 45-90 s alone (two on two cores); the bound leaves room for a loaded machine.
 REBOOT_SECONDS = 10 * 60
 
 
-def revealed(value: object) -> object:
-    """A value from `stack.export_stack()` (secrets shown) with the secret wrappers removed, recursively."""
-    if isinstance(value, dict):
-        if value.get(SECRET_SIG) == SECRET_VALUE:
-            return json.loads(value["plaintext"]) if "plaintext" in value else revealed(value.get("value"))
-        return {key: revealed(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [revealed(item) for item in value]
-    return value
-
-
-@dataclass(frozen=True)
-class NodeShell:
-    """One lab node over SSH, as the stack's steps reach it: its address and user, the stack's key, the host key the
-    stack pinned (StrictHostKeyChecking=yes: a guest presenting another key fails every call). Calls share one
-    connection per node (ControlMaster), since each new login costs a TCG guest about a second."""
-
-    name: str
-    ip: str
-    user: str
-    host_key: str  # "ssh-ed25519 AAAA..."
-    key_file: Path
-    known_hosts: Path
-    control_path: str
-
-    def options(self, *extra: str, known_hosts: Path | None = None, multiplex: bool = True) -> list[str]:
-        """ssh's options (the first value of an option wins, so each appears once here; `extra` adds others)."""
-        control = ["-o", "ControlMaster=auto", "-o", f"ControlPath={self.control_path}", "-o", "ControlPersist=300"]
-        return [
-            "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=30", "-o", "StrictHostKeyChecking=yes",
-            "-o", f"UserKnownHostsFile={known_hosts or self.known_hosts}", "-o", "ServerAliveInterval=10",
-            "-o", "ServerAliveCountMax=6", *(control if multiplex else ["-o", "ControlPath=none"]), *extra,
-        ]  # fmt: skip
-
-    def run(self, command: str, stdin: str = "", timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
-        argv = ["ssh", *self.options("-i", str(self.key_file), "-o", "IdentitiesOnly=yes"), f"{self.user}@{self.ip}", command]
-        done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout)
-        if check and done.returncode != 0:
-            raise AssertionError(
-                f"{self.name}: `{command[:100]}` exited {done.returncode}\n--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}"
-            )
-        return done
-
-    def close(self) -> None:
-        subprocess.run(["ssh", *self.options("-O", "exit"), f"{self.user}@{self.ip}"], capture_output=True, timeout=30)
-
-
 @pytest.fixture(scope="module")
 def nodes(first_up: UpRun) -> Iterator[dict[str, NodeShell]]:
-    resources = state_resources(first_up.stack)
-    scratch = Path(tempfile.mkdtemp(prefix="kvl-ssh-"))  # short: a ControlPath is a unix socket path (108 bytes)
-    shells = {}
-    for node in LAB_NODES:
-        name = node["name"]
-        if f"{name}-wait-for-boot" not in resources:
-            pytest.fail(f"{name}: the first up did not reach it (no wait-for-boot in the state)")
-        connection = revealed(resources[f"{name}-wait-for-boot"]["inputs"]["connection"])
-        key_file, known_hosts = scratch / f"{name}.key", scratch / f"{name}.known_hosts"
-        key_file.write_text(connection["privateKey"].rstrip("\n") + "\n")
-        key_file.chmod(0o600)
-        known_hosts.write_text(f"{connection['host']} {connection['hostKey'].strip()}\n")
-        shells[name] = NodeShell(
-            name, connection["host"], connection["user"], connection["hostKey"].strip(), key_file, known_hosts, str(scratch / f"{name}.ctl")
-        )
-    yield shells
-    for shell in shells.values():
-        shell.close()
-    shutil.rmtree(scratch, ignore_errors=True)
+    with node_shells(state_resources(first_up.stack), [node["name"] for node in LAB_NODES]) as shells:
+        yield shells
 
 
 @pytest.fixture(scope="module")
@@ -346,10 +252,6 @@ def step_part(create: str, part: str, **changed: str) -> str:
     (chosen,) = [(step, env, script) for step, env, script in split_invocation(create) if step == part]
     step, env, script = chosen
     return command_line(step, {**env, **changed}, script)
-
-
-def change_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if any(marker in line for marker in CHANGE_MARKERS)]
 
 
 def scan_host_keys(ip: str, timeout: float = 120.0) -> set[str]:
