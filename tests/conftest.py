@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from components.mockrun import StackRun, run_program
+from tests.lab_session import LabSession, running_lab
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -53,6 +56,13 @@ def built_kubeadm() -> Path:
         return ensure_kubeadm()
     except LabError as error:
         pytest.fail(f"cannot build kubeadm for the check: {error}")
+
+
+@pytest.fixture(scope="session")
+def lab_session() -> Iterator[LabSession]:
+    """One lab host for every test that needs one (tests/lab_session.py says why one per process)."""
+    with running_lab(f"tests-{os.getpid()}") as session:
+        yield session
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ cannot download its manifests, and the nodes stay NotReady; what needs pod netwo
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -27,11 +26,10 @@ from lab.mirror_services import MirrorEndpoints
 from lab.stacks import LAB_GATEWAY, LAB_NODES, lab_stack_config, mirrored_cluster_config
 from lab.toolchain import load_pins
 from tests.lab_nodes import change_lines, node_shells, revealed
-from tests.lab_session import Lab, running_lab
+from tests.lab_session import Lab, LabSession
 
 pytestmark = pytest.mark.cluster
 
-HOST_NAME = f"cluster-{os.getpid()}"
 STACK = "cluster"
 KUBERNETES = load_pins()["mirror"]["kubernetes"]["version"]
 CONTROL_PLANE = next(n["name"] for n in LAB_NODES if n["role"] == "control-plane")
@@ -56,28 +54,32 @@ class ClusterRun:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterRun]:
-    with running_lab(HOST_NAME, tmp_path_factory.mktemp("state"), with_mirror=True) as lab:
-        project = copy_project(tmp_path_factory.mktemp("cluster-stack"))
-        config = {**lab_stack_config(lab.host.uri, lab.image), **mirrored_cluster_config(MirrorEndpoints(LAB_GATEWAY), KUBERNETES)}
-        stack = lab.engine.stack(STACK, project, config=config)
-        output: list[str] = []
-        started = time.monotonic()
-        error = ""
-        try:
-            with deadline(UP_SECONDS, "pulumi up"):
-                stack.up(on_output=output.append, continue_on_error=True)
-        except auto.CommandError as failure:
-            error = str(failure)
-        seconds = time.monotonic() - started
-        print(f"pulumi up of the cluster stack: {seconds:.0f} s")
-        print("".join(output[-80:]))
-        kubeconfig = tmp_path_factory.mktemp("kube") / "config"
-        outputs = stack.outputs()
-        if "kubeconfig" in outputs:
-            kubeconfig.write_text(outputs["kubeconfig"].value)
-            kubeconfig.chmod(0o600)
-        yield ClusterRun(lab, stack, error, "\n".join(output), seconds, kubeconfig)
+def cluster(lab_session: LabSession, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterRun]:
+    lab = lab_session.module_lab(tmp_path_factory.mktemp("state"), with_mirror=True)
+    project = copy_project(tmp_path_factory.mktemp("cluster-stack"))
+    config = {**lab_stack_config(lab.host.uri, lab.image), **mirrored_cluster_config(MirrorEndpoints(LAB_GATEWAY), KUBERNETES)}
+    stack = lab.engine.stack(STACK, project, config=config)
+    output: list[str] = []
+    started = time.monotonic()
+    error = ""
+    try:
+        with deadline(UP_SECONDS, "pulumi up"):
+            stack.up(on_output=output.append, continue_on_error=True)
+    except auto.CommandError as failure:
+        error = str(failure)
+    seconds = time.monotonic() - started
+    print(f"pulumi up of the cluster stack: {seconds:.0f} s")
+    print("".join(output[-80:]))
+    kubeconfig = tmp_path_factory.mktemp("kube") / "config"
+    outputs = stack.outputs()
+    if "kubeconfig" in outputs:
+        kubeconfig.write_text(outputs["kubeconfig"].value)
+        kubeconfig.chmod(0o600)
+    yield ClusterRun(lab, stack, error, "\n".join(output), seconds, kubeconfig)
+    # The host is the session's: leave it empty for the next module even when a test failed before the destroy test.
+    if state_resources(stack):
+        with deadline(DESTROY_SECONDS, "pulumi destroy (teardown)"):
+            stack.destroy(on_output=print)
 
 
 def state_resources(stack: auto.Stack) -> dict[str, dict]:

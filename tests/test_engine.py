@@ -13,7 +13,6 @@ VM lab, which replaced the QEMU user-mode harness of tests/realvm.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import time
@@ -33,13 +32,11 @@ from components.steps import command_line
 from lab.engine import copy_project, deadline
 from lab.stacks import LAB_NODES, lab_stack_config
 from tests.lab_nodes import NodeShell, change_lines, node_shells, revealed
-from tests.lab_session import Lab, running_lab
+from tests.lab_session import Lab, LabSession
 from tests.test_scaling import compare
 
 pytestmark = pytest.mark.engine
 
-# One host per test process: two suites running at once (two sessions, or CI beside a developer) never share one.
-HOST_NAME = f"engine-{os.getpid()}"
 PREPARED_STEPS = ("wait-for-boot", "cluster-hosts", "os-prep")
 PROVIDER_OR_STACK = re.compile(r"^pulumi:(providers:|pulumi:Stack)")
 PRIVATE_KEY_MARKERS = ("PRIVATE KEY-----", "BEGIN OPENSSH PRIVATE KEY")
@@ -50,9 +47,8 @@ QUICK_SECONDS = 5 * 60
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    with running_lab(HOST_NAME, tmp_path_factory.mktemp("state")) as running:
-        yield running
+def lab(lab_session: LabSession, tmp_path_factory: pytest.TempPathFactory) -> Lab:
+    return lab_session.module_lab(tmp_path_factory.mktemp("state"))
 
 
 def engine_events(stack_call, **kwargs) -> list[auto.EngineEvent]:
