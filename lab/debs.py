@@ -16,6 +16,7 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,6 +177,10 @@ class SigningKey:
     def gpg(self, *args: str) -> str:
         env = {**os.environ, "GNUPGHOME": str(self.home)}
         return run(["gpg", "--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase", "", *args], env=env)
+
+    def close(self) -> None:
+        """End the gpg-agent gpg started for this home (gpgconf finds it by the home's socket)."""
+        subprocess.run(["gpgconf", "--kill", "gpg-agent"], env={**os.environ, "GNUPGHOME": str(self.home)}, check=False)
 
     def export(self, target: Path) -> None:
         target.write_text(self.gpg("--armor", "--export"))

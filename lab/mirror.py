@@ -153,6 +153,7 @@ def _build(scratch: Path, pins: Mapping, log: Log) -> None:
         shutil.rmtree(scratch / "apt")
     with timed(seconds, "images", log):
         images = _build_images(scratch, bins, versions, pins, mirror, log)
+    key.close()
     for scratch_only in (key.home, scratch / "debs", scratch / "deb-work", cni):  # cni/ is in kubernetes-cni's .deb
         shutil.rmtree(scratch_only)
     seconds["total"] = round(sum(seconds.values()), 1)

@@ -147,6 +147,7 @@ def test_an_unsigned_repository_would_be_refused(mirror: Mirror, tmp_path: Path)
     env = {"GNUPGHOME": str(other_home), "PATH": "/usr/bin:/bin"}
     run("gpg", "--batch", "--pinentry-mode", "loopback", "--passphrase", "", "--quick-generate-key", "other <o@invalid>", "ed25519", "sign", "never", env=env)
     (tmp_path / "other.asc").write_text(run("gpg", "--batch", "--armor", "--export", env=env))
+    subprocess.run(["gpgconf", "--kill", "gpg-agent"], env=env, check=False)  # the agent gpg started for that home
     repo = mirror.www / KUBERNETES_REPO_PATH / f"v{MINOR}" / "deb"
     options = _apt(tmp_path / "apt", f"deb [signed-by={{keyring}}] file:{repo}/ /\n", tmp_path / "other.asc")
     update = subprocess.run(["apt-get", *options, "update"], capture_output=True, text=True)
