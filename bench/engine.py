@@ -19,6 +19,9 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -104,25 +107,41 @@ def bench_up(engine: Engine, uri: str, image: Path, work: Path) -> None:
     print(f"destroy: {time.monotonic() - started:.0f} s")
 
 
+@dataclass(frozen=True)
+class BenchLab:
+    engine: Engine
+    host: host.LabHost
+    image: Path  # the lab guest image (qcow2)
+    work: Path  # scratch: the stacks' project copies and state
+
+
+@contextmanager
+def bench_lab(prefix: str) -> Iterator[BenchLab]:
+    """The lab toolchain and guest image (built if missing), a lab host of this process's own with the calling thread
+    inside its namespace (lab/netns.py), and an engine whose state lives in a scratch directory; the host is stopped
+    at the end."""
+    toolchain = ensure_toolchain()
+    image = build_guest_image()
+    name = f"{prefix}-{os.getpid()}"
+    lab_host = host.start(name)
+    try:
+        with tempfile.TemporaryDirectory(prefix=f"{prefix}-") as scratch, netns.joined(lab_host.namespace):
+            work = Path(scratch)
+            yield BenchLab(Engine(toolchain=toolchain, backend_dir=work / "state"), lab_host, image, work)
+    finally:
+        host.stop(name)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preview-sizes", type=int, nargs="*", default=[3, 20, 100])
     parser.add_argument("--up", action="store_true")
     args = parser.parse_args()
-    toolchain = ensure_toolchain()
-    image = build_guest_image()
-    name = f"bench-{os.getpid()}"
-    lab_host = host.start(name)
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-engine-") as scratch, netns.joined(lab_host.namespace):
-            work = Path(scratch)
-            engine = Engine(toolchain=toolchain, backend_dir=work / "state")
-            if args.preview_sizes:
-                bench_previews(engine, lab_host.uri, args.preview_sizes, work)
-            if args.up:
-                bench_up(engine, lab_host.uri, image, work)
-    finally:
-        host.stop(name)
+    with bench_lab("bench") as lab:
+        if args.preview_sizes:
+            bench_previews(lab.engine, lab.host.uri, args.preview_sizes, lab.work)
+        if args.up:
+            bench_up(lab.engine, lab.host.uri, lab.image, lab.work)
     return 0
 
 
