@@ -72,15 +72,10 @@ KNOWN_IMAGES: tuple[tuple[re.Pattern[str], ImageFacts], ...] = (
     (re.compile(r"focal|20\.04", re.IGNORECASE), ImageFacts("Ubuntu 20.04", "5.4.0-200-generic", cgroup_v1=True)),
     (re.compile(r"jammy|22\.04", re.IGNORECASE), ImageFacts("Ubuntu 22.04", "5.15.0-125-generic", cgroup_v1=False)),
     (re.compile(r"noble|24\.04", re.IGNORECASE), ImageFacts("Ubuntu 24.04", "6.8.0-48-generic", cgroup_v1=False)),
-    (re.compile(r"bookworm|debian-12", re.IGNORECASE), ImageFacts("Debian 12", "6.1.0-27-amd64", cgroup_v1=False)),
+    (re.compile(r"bookworm|debian-?12", re.IGNORECASE), ImageFacts("Debian 12", "6.1.0-27-amd64", cgroup_v1=False)),
 )
-
-# The image's distribution release, told from imageUrl like the cgroup version (None: not knowable from the name).
-IMAGE_RELEASES: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"bionic|ubuntu-?18\.04", re.IGNORECASE), "Ubuntu 18.04"),
-    (re.compile(r"bookworm|debian-?12", re.IGNORECASE), "Debian 12"),
-)
-# containerRuntimeSource os-archive: what the distribution archive carries (docker.io, containerd). Debian 12:
+# containerRuntimeSource os-archive: what the distribution archive carries (docker.io, containerd), by the
+# ImageFacts name of the image (image_release). Debian 12:
 # bookworm's Packages (containerd 1.6.20~ds1-1+deb12u3, docker.io 20.10.24+dfsg1-1+deb12u1+b6); Ubuntu 18.04:
 # bionic-updates (containerd 1.6.12-0ubuntu1~18.04.1, docker.io 20.10.21-0ubuntu1~18.04.x). Other releases are
 # checked on the node (install-container-runtime.sh refuses a containerd older than the minor needs).
@@ -223,7 +218,9 @@ def system_verification_errors(minor: int, facts: ImageFacts) -> list[str]:
 
 
 def image_release(image_url: str) -> str | None:
-    return next((release for pattern, release in IMAGE_RELEASES if pattern.search(image_url)), None)
+    """The image's distribution release, told from imageUrl by the same table as its kernel and cgroup version."""
+    facts = image_facts(image_url)
+    return facts.name if facts is not None else None
 
 
 def minimum_containerd(kubernetes_minor: int) -> str:

@@ -236,30 +236,35 @@ def _write_packages(directory: Path, text: str) -> None:
 # --- the Debian packages the nodes need, with their dependency closure --------------------------------------------
 
 
-def download_closure(packages: Sequence[str], mirror: str, work: Path) -> list[Path]:
-    """Every .deb `apt-get install` of `packages` would fetch on a system with nothing installed: the whole closure,
-    so the archive serves a node whatever its image already has. A private apt state: the host's is untouched."""
+def private_apt(work: Path, sources: str) -> list[str]:
+    """apt-get options for an apt state of its own under `work` (empty status: nothing installed; `sources` as its
+    sources.list; no locking): the host's apt state, lists and cache are never touched."""
     state, cache, etc = work / "state", work / "cache", work / "etc"
     for directory in (state / "lists" / "partial", cache / "archives" / "partial", etc / "preferences.d", etc / "apt.conf.d"):
         directory.mkdir(parents=True, exist_ok=True)
     (state / "status").write_text("")
-    (etc / "sources.list").write_text(
-        "".join(
-            f"deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {url} {suite} main\n"
-            for url, suite in ((mirror, SUITE), (mirror, f"{SUITE}-updates"))
-        )
-    )
-    options = [
+    (etc / "sources.list").write_text(sources)
+    return [
         f"-oDir::State={state}",
         f"-oDir::State::status={state / 'status'}",
         f"-oDir::Cache={cache}",
         f"-oDir::Etc={etc}",
         f"-oDir::Etc::SourceParts={etc / 'sources.list.d'}",
         f"-oAPT::Architecture={ARCH}",
-        "-oAPT::Architectures::=amd64",
+        f"-oAPT::Architectures::={ARCH}",
         "-oDebug::NoLocking=1",
         "-oAPT::Install-Recommends=false",
     ]
+
+
+def download_closure(packages: Sequence[str], mirror: str, work: Path) -> list[Path]:
+    """Every .deb `apt-get install` of `packages` would fetch on a system with nothing installed: the whole closure,
+    so the archive serves a node whatever its image already has."""
+    sources = "".join(
+        f"deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {url} {suite} main\n"
+        for url, suite in ((mirror, SUITE), (mirror, f"{SUITE}-updates"))
+    )
+    options = private_apt(work, sources)
     run(["apt-get", *options, "update"])
     run(["apt-get", *options, "install", "--download-only", "--yes", *packages])
-    return sorted((cache / "archives").glob("*.deb"))
+    return sorted((work / "cache" / "archives").glob("*.deb"))

@@ -558,7 +558,7 @@ def _names(h: LabHost, *args: str) -> list[str]:
 
 def _terminate(pids: Iterable[int], what: str, timeout: float = EXIT_TIMEOUT) -> None:
     """SIGTERM each pid, wait (bounded) for it to exit, then SIGKILL what is left and wait again."""
-    pids = [p for p in pids if _alive(p)]
+    pids = [p for p in pids if process_alive(p)]
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in pids:
             try:
@@ -567,7 +567,7 @@ def _terminate(pids: Iterable[int], what: str, timeout: float = EXIT_TIMEOUT) ->
                 pass
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            pids = [p for p in pids if _alive(p)]
+            pids = [p for p in pids if process_alive(p)]
             if not pids:
                 return
             time.sleep(0.1)
@@ -578,7 +578,7 @@ def _terminate(pids: Iterable[int], what: str, timeout: float = EXIT_TIMEOUT) ->
 # --- processes and namespaces -----------------------------------------------------------------------------------
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     """Running (a zombie that nobody reaps counts as exited: in a container pid 1 may not reap)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -611,7 +611,7 @@ def _pids_in_namespace(ns_inode: tuple[int, int]) -> list[int]:
     own = os.getpid()
     pids = []
     for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != own and _process_namespace(int(entry)) == ns_inode and _alive(int(entry)):
+        if entry.isdigit() and int(entry) != own and _process_namespace(int(entry)) == ns_inode and process_alive(int(entry)):
             pids.append(int(entry))
     return sorted(pids)
 
@@ -622,7 +622,7 @@ def _daemon_pid(h: LabHost, pid_file: Path, program: str) -> int | None:
         pid = int(pid_file.read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
-    if not _alive(pid):
+    if not process_alive(pid):
         return None
     ns_inode = _namespace_inode(h.namespace)
     if ns_inode is not None:

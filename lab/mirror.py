@@ -113,7 +113,8 @@ def ensure_kubeadm(log: Log = _stderr) -> Path:
 
     def build(scratch: Path) -> None:
         shutil.copytree(module, scratch / "src")
-        go_build(scratch / "src", "k8s.io/kubernetes/cmd/kubeadm", scratch / "kubeadm", ldflags=_kubernetes_ldflags(kube["version"]))
+        commit = _module_info("k8s.io/kubernetes", kube["version"]).get("Origin", {}).get("Hash", "")
+        go_build(scratch / "src", "k8s.io/kubernetes/cmd/kubeadm", scratch / "kubeadm", ldflags=_kubernetes_ldflags(kube["version"], commit))
         shutil.rmtree(scratch / "src")
         (scratch / COMPLETE).write_text(json.dumps({"kubeadm": kube["version"]}) + "\n")
 
@@ -127,15 +128,17 @@ def _build(scratch: Path, pins: Mapping, log: Log) -> None:
     for name in MIRROR_MODULES:
         shutil.copytree(GOMOD_DIR / name, source / name)
     kube = pins["kubernetes"]
+    kube_module = _module_info("k8s.io/kubernetes", kube["version"])
     with timed(seconds, "kubernetes", log):
-        go_build(source / "kubernetes", [f"k8s.io/kubernetes/cmd/{c}" for c in kube["commands"]], bins, ldflags=_kubernetes_ldflags(kube["version"]))
+        ldflags = _kubernetes_ldflags(kube["version"], kube_module.get("Origin", {}).get("Hash", ""))
+        go_build(source / "kubernetes", [f"k8s.io/kubernetes/cmd/{c}" for c in kube["commands"]], bins, ldflags=ldflags)
     with timed(seconds, "etcd-coredns-crictl-cni", log):
         go_build(source / "etcd", "go.etcd.io/etcd/server/v3", bins / "etcd", ldflags="")
         go_build(source / "coredns", "github.com/coredns/coredns", bins / "coredns", ldflags="")
         go_build(source / "cri-tools", "sigs.k8s.io/cri-tools/cmd/crictl", bins / "crictl", ldflags=f"-X sigs.k8s.io/cri-tools/pkg/version.Version={pins['cri_tools']['version']}")
         plugins = [line.split('"')[1] for line in (source / "cni-plugins" / "tools.go").read_text().splitlines() if line.strip().startswith('_ "')]
         go_build(source / "cni-plugins", plugins, cni, ldflags=f"-X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion={pins['cni_plugins']['version']}")
-        _build_pause(kube["version"], bins / "pause")
+        _build_pause(Path(kube_module["Dir"]), pins["pause"]["version"], bins / "pause")
     shutil.rmtree(source)
     versions = _check_versions(bins, pins)
     key = debs.SigningKey.create(scratch / "gnupg")
@@ -161,25 +164,22 @@ def _build(scratch: Path, pins: Mapping, log: Log) -> None:
     (scratch / COMPLETE).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
-def _kubernetes_ldflags(version: str) -> str:
+def _kubernetes_ldflags(version: str, commit: str) -> str:
     """What hack/lib/version.sh sets: without gitMajor/gitMinor kubeadm reports a placeholder and refuses configs."""
     major, minor = version.lstrip("v").split(".")[:2]
-    commit = _module_commit("k8s.io/kubernetes", version)
     values = {"gitVersion": version, "gitMajor": major, "gitMinor": minor, "gitTreeState": "clean", "gitCommit": commit}
     return " ".join(f"-X k8s.io/{pkg}.{name}={value}" for pkg in ("component-base/version", "client-go/pkg/version") for name, value in values.items() if value)
 
 
-def _module_commit(module: str, version: str) -> str:
-    info = json.loads(run(["go", "mod", "download", "-json", f"{module}@{version}"]))
-    return info.get("Origin", {}).get("Hash", "")
+def _module_info(module: str, version: str) -> dict:
+    """`go mod download -json`: the module's directory in the cache and, from the proxy, the commit it was tagged at."""
+    return json.loads(run(["go", "mod", "download", "-json", f"{module}@{version}"]))
 
 
-def _build_pause(kubernetes_version: str, output: Path) -> None:
+def _build_pause(kubernetes_module: Path, version: str, output: Path) -> None:
     """pause from build/pause/linux/pause.c of the same kubernetes module, static, as its Makefile does."""
-    info = json.loads(run(["go", "mod", "download", "-json", f"k8s.io/kubernetes@{kubernetes_version}"]))
-    source = Path(info["Dir"]) / "build" / "pause" / "linux" / "pause.c"
-    pins_version = load_pins()["mirror"]["pause"]["version"]
-    run(["gcc", "-Os", "-Wall", "-Werror", "-static", f'-DVERSION=v{pins_version}', "-o", str(output), str(source)])
+    source = kubernetes_module / "build" / "pause" / "linux" / "pause.c"
+    run(["gcc", "-Os", "-Wall", "-Werror", "-static", f"-DVERSION=v{version}", "-o", str(output), str(source)])
     run(["strip", str(output)])
 
 

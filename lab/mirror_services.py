@@ -23,7 +23,7 @@ from pathlib import Path
 
 from components import yaml_io
 from lab.errors import LabError
-from lab.host import LabHost
+from lab.host import LabHost, process_alive
 from lab.mirror import IMAGE_PATH, KUBERNETES_REPO_PATH, Mirror
 
 HTTP_PORT = 8080
@@ -77,8 +77,8 @@ def start(lab_host: LabHost, mirror: Mirror) -> None:
     storage.mkdir(parents=True, exist_ok=True)
     (state / "registry.yml").write_text(render_registry_config(storage))
     http = [sys.executable, "-m", "http.server", str(HTTP_PORT), "--bind", "0.0.0.0", "--directory", str(mirror.www)]
-    _ensure_running(lab_host, state, "http", http)
-    _ensure_running(lab_host, state, "registry", ["docker-registry", "serve", str(state / "registry.yml")])
+    _ensure_running(state, "http", http)
+    _ensure_running(state, "registry", ["docker-registry", "serve", str(state / "registry.yml")])
     _wait_ready(f"http://127.0.0.1:{HTTP_PORT}/debian/archive.key", "the mirror's HTTP server", state / "http.log")
     _wait_ready(f"http://127.0.0.1:{REGISTRY_PORT}/v2/", "the registry", state / "registry.log")
     for ref in mirror.image_refs():
@@ -94,9 +94,9 @@ def start(lab_host: LabHost, mirror: Mirror) -> None:
             raise LabError(f"pushing {ref} to the lab registry failed: {done.stderr.strip()}")
 
 
-def _ensure_running(lab_host: LabHost, state: Path, name: str, argv: list[str]) -> None:
+def _ensure_running(state: Path, name: str, argv: list[str]) -> None:
     pid_file = state / f"{name}.pid"
-    if pid_file.exists() and _alive(int(pid_file.read_text())):
+    if pid_file.exists() and process_alive(int(pid_file.read_text())):
         return
     with open(state / f"{name}.log", "ab") as log:
         # A session of its own: an interrupted caller does not take the service down with it.
@@ -120,11 +120,3 @@ def _wait_ready(url: str, what: str, log: Path) -> None:
                 tail = log.read_text(errors="replace").strip().splitlines()[-5:] if log.exists() else []
                 raise LabError(f"{what} did not answer on {url} within {READY_TIMEOUT:.0f} s ({error}): {' | '.join(tail)}") from None
             time.sleep(0.5)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True

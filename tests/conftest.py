@@ -46,6 +46,19 @@ def key_pair(tmp_path_factory: pytest.TempPathFactory) -> KeyPair:
 
 
 @pytest.fixture(scope="session")
+def ca_certificate(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A real self-signed CA certificate (PEM) from openssl, as a private registry's CA would be configured."""
+    directory = tmp_path_factory.mktemp("ca")
+    key, cert = directory / "ca.key", directory / "ca.crt"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "1", "-subj", "/CN=kubeadm-libvirt test CA"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert.read_text()
+
+
+@pytest.fixture(scope="session")
 def built_kubeadm() -> Path:
     """The real kubeadm of the lab mirror's Kubernetes pin, built from k8s.io/kubernetes (lab/mirror.py) and cached
     outside the clone: the whole mirror's when it is built, else kubeadm alone (about 90 s cold, then instant)."""

@@ -293,16 +293,8 @@ def test_the_defaults_keep_the_image_sources_docker_repo_and_quay() -> None:
     assert config.kubernetes.registries == () and config.kubernetes.calico_registry == "quay.io/"
 
 
-def test_a_registry_with_a_real_ca_certificate_is_accepted(tmp_path) -> None:
-    import subprocess
-
-    key, cert = tmp_path / "ca.key", tmp_path / "ca.crt"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(key),
-         "-out", str(cert), "-days", "1", "-subj", "/CN=kubeadm-libvirt test CA"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    pem = cert.read_text()
+def test_a_registry_with_a_real_ca_certificate_is_accepted(ca_certificate: str) -> None:
+    pem = ca_certificate
     config = parse_cluster_config(RawConfig(dev_values(registries=[{"host": "registry.lab:5443", "caCert": pem}])))
     (registry,) = config.kubernetes.registries
     assert registry.host == "registry.lab:5443" and not registry.plain_http and registry.ca_cert == pem.strip() + "\n"

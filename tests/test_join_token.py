@@ -18,7 +18,7 @@ import pytest
 
 from components.join_token import join_token_id
 from components.mockrun import StackRun
-from components.plan import split_invocation
+from tests.node_sandbox import sandboxed
 
 MASTER, WORKER = "kubernetes-master", "kubernetes-slave1"
 HOURS = 3600
@@ -122,11 +122,8 @@ class Cluster:
 
     def run(self, node: str, command: str, stdin: str = "", now: float = 0, **env: str) -> subprocess.CompletedProcess[str]:
         """A step's command (`sudo env ... bash -c SCRIPT step`) on `node`, its paths moved under that node's tree."""
-        ((step, step_env, script),) = split_invocation(command)
         node_root = self.root / node
-        script = script.replace("/etc/kubernetes", f"{node_root}/etc/kubernetes").replace(
-            "/var/log/kubeadm-libvirt", f"{node_root}/log"
-        )
+        step, step_env, script = sandboxed(command, node_root)
         return subprocess.run(
             ["bash", "-c", script, step],
             input=stdin,

@@ -17,6 +17,7 @@ from components.mockrun import Registration, StackRun, redact, run_program
 from components.plan import readable_command, split_invocation
 from components.step_graph import command_dependencies, longest_chain, redundant_waits
 from tests.golden import assert_matches_golden
+from tests.node_sandbox import sandboxed
 
 COMMAND = "command:remote:Command"
 MASTER, SLAVE1, SLAVE2 = "kubernetes-master", "kubernetes-slave1", "kubernetes-slave2"
@@ -282,8 +283,7 @@ esac
 def run_join_in_sandbox(tmp_path: Path, create: str, stdin: str) -> subprocess.CompletedProcess[str]:
     """The kubeadm-join text the stack sends, with its /etc/kubernetes and log paths moved into tmp_path and a fake
     kubeadm on PATH: the script's own parsing and file handling run for real, nothing on this machine changes."""
-    ((step, env, script),) = split_invocation(create)
-    script = script.replace("/etc/kubernetes", f"{tmp_path}/etc/kubernetes").replace("/var/log/kubeadm-libvirt", f"{tmp_path}/log")
+    step, env, script = sandboxed(create, tmp_path)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     (bin_dir / "kubeadm").write_text(FAKE_KUBEADM)

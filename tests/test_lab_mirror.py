@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from lab.debs import private_apt
 from lab.errors import LabError
 from lab.mirror import IMAGE_PATH, KUBERNETES_REPO_PATH, Mirror, kubeadm_images, require_mirror
 from lab.toolchain import load_pins
@@ -106,18 +107,7 @@ def _apt(tmp: Path, sources: str, keyring_source: Path) -> list[str]:
     tmp.mkdir(parents=True, exist_ok=True)
     keyring = tmp / "mirror.gpg"
     run("gpg", "--batch", "--yes", "--dearmor", "--output", keyring, keyring_source)
-    for directory in ("state/lists/partial", "cache/archives/partial", "etc/sources.list.d", "etc/preferences.d", "etc/apt.conf.d"):
-        (tmp / directory).mkdir(parents=True, exist_ok=True)
-    (tmp / "state/status").write_text("")
-    (tmp / "etc/sources.list").write_text(sources.format(keyring=keyring))
-    return [
-        f"-oDir::State={tmp / 'state'}",
-        f"-oDir::State::status={tmp / 'state/status'}",
-        f"-oDir::Cache={tmp / 'cache'}",
-        f"-oDir::Etc={tmp / 'etc'}",
-        "-oDebug::NoLocking=1",
-        "-oAPT::Install-Recommends=false",
-    ]
+    return private_apt(tmp, sources.format(keyring=keyring))
 
 
 def test_apt_accepts_the_signed_kubernetes_repository_and_resolves_the_stacks_install(mirror: Mirror, tmp_path: Path) -> None:

@@ -51,19 +51,12 @@ def decode_records(text: str) -> dict[str, str]:
     return {line.split("\t")[0]: base64.b64decode(line.split("\t")[1]).decode() for line in text.splitlines()}
 
 
-def test_private_registries_reach_containerd_and_docker(tmp_path) -> None:
+def test_private_registries_reach_containerd_and_docker(ca_certificate: str) -> None:
     import json
-    import subprocess
     import tomllib
 
-    key, cert = tmp_path / "ca.key", tmp_path / "ca.crt"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(key),
-         "-out", str(cert), "-days", "1", "-subj", "/CN=kubeadm-libvirt test CA"],
-        check=True, capture_output=True,
-    )  # fmt: skip
     config = lab_config(
-        registries=[{"host": "192.168.150.1:5000", "plainHttp": True}, {"host": "registry.lab:5443", "caCert": cert.read_text()}],
+        registries=[{"host": "192.168.150.1:5000", "plainHttp": True}, {"host": "registry.lab:5443", "caCert": ca_certificate}],
         registryMirrors=["https://mirror.lab"],
     )
     env = step_env(node_commands(config).container_runtime, "configure-container-runtime")
@@ -81,7 +74,7 @@ def test_private_registries_reach_containerd_and_docker(tmp_path) -> None:
             "host": {"https://registry.lab:5443": {"capabilities": ["pull", "resolve"], "ca": "/etc/containerd/certs.d/registry.lab:5443/ca.crt"}},
         },
     }
-    assert decode_records(env["REGISTRY_CA_CERTS"]) == {"registry.lab:5443": cert.read_text().strip() + "\n"}
+    assert decode_records(env["REGISTRY_CA_CERTS"]) == {"registry.lab:5443": ca_certificate.strip() + "\n"}
     daemon = json.loads(env["DOCKER_DAEMON_JSON"])
     assert daemon["insecure-registries"] == ["192.168.150.1:5000"] and daemon["registry-mirrors"] == ["https://mirror.lab"]
 
