@@ -94,14 +94,19 @@ class Engine:
 @contextmanager
 def deadline(seconds: float, what: str) -> Iterator[None]:
     """Bound an Automation API call: past `seconds`, the CLI this process started gets SIGINT (Pulumi's own graceful
-    cancel), and SIGKILL a minute later. The call then fails with the CLI's error; a hang becomes a failure."""
+    cancel), and a minute later SIGKILL, with every process under it (plugins, their ssh). The call then fails with
+    the CLI's error; a hang becomes a failure. A killed CLI leaves its stack locked: `release` removes the lock."""
     def interrupt() -> None:
         print(f"lab engine: {what} still running after {seconds:.0f} s: interrupting the Pulumi CLI", file=sys.stderr)
         for pid in _own_cli_pids():
             os.kill(pid, signal.SIGINT)
         time.sleep(60)
         for pid in _own_cli_pids():
-            os.kill(pid, signal.SIGKILL)
+            for process in [pid, *_descendants(pid)]:
+                try:
+                    os.kill(process, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
     timer = threading.Timer(seconds, interrupt)
     timer.daemon = True
@@ -112,16 +117,47 @@ def deadline(seconds: float, what: str) -> Iterator[None]:
         timer.cancel()
 
 
+def release(stack: auto.Stack) -> None:
+    """Remove the lock a killed CLI left on `stack` (`pulumi cancel`; the file backend deletes its lock files).
+    Harmless when the stack is not locked."""
+    try:
+        stack.cancel()
+    except auto.CommandError as error:
+        print(f"lab engine: pulumi cancel: {str(error).strip()[-300:]}", file=sys.stderr)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return []
+    children = []
+    for task in tasks:
+        try:
+            children += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return children
+
+
+def _descendants(pid: int) -> list[int]:
+    found, pending = [], _children(pid)
+    while pending:
+        child = pending.pop()
+        found.append(child)
+        pending += _children(child)
+    return found
+
+
 def _own_cli_pids() -> list[int]:
     """Pids of `pulumi` processes that are children of this process (never anyone else's)."""
     pids = []
-    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            try:
-                if Path(f"/proc/{child}/comm").read_text().strip() == "pulumi":
-                    pids.append(int(child))
-            except OSError:
-                continue
+    for child in _children(os.getpid()):
+        try:
+            if Path(f"/proc/{child}/comm").read_text().strip() == "pulumi":
+                pids.append(child)
+        except OSError:
+            continue
     return pids
 
 

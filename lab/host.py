@@ -428,6 +428,12 @@ def stop(name: str = DEFAULT_NAME) -> None:
             pass
 
 
+def clear(h: LabHost) -> None:
+    """Empty a running lab host: every domain, network and volume goes; the daemons and the pools stay. For a caller
+    whose `pulumi destroy` could not finish, so that the next stack finds the host as `start` left it."""
+    _teardown_objects(h, keep_pools=True)
+
+
 # --- start's steps ----------------------------------------------------------------------------------------------
 
 
@@ -530,8 +536,9 @@ def _define_pool(h: LabHost) -> None:
 # --- stop's steps -----------------------------------------------------------------------------------------------
 
 
-def _teardown_objects(h: LabHost) -> None:
-    """Destroy and undefine every domain, network and pool (with its volumes) the lab host's libvirtd knows.
+def _teardown_objects(h: LabHost, keep_pools: bool = False) -> None:
+    """Destroy and undefine every domain, network and pool (with its volumes) the lab host's libvirtd knows; with
+    `keep_pools`, the pools stay, emptied.
 
     Best effort: whatever fails here still goes when the processes are ended and the directories removed."""
     for domain in _names(h, "list", "--all", "--name"):
@@ -547,8 +554,11 @@ def _teardown_objects(h: LabHost) -> None:
         if pool in active:
             for volume in _names(h, "vol-list", "--pool", pool, "--name"):
                 _run(h.virsh_argv("vol-delete", "--pool", pool, volume), timeout=VIRSH_TIMEOUT)
+            if keep_pools:
+                continue
             _run(h.virsh_argv("pool-destroy", pool), timeout=VIRSH_TIMEOUT)
-        _run(h.virsh_argv("pool-undefine", pool), timeout=VIRSH_TIMEOUT)
+        if not keep_pools:
+            _run(h.virsh_argv("pool-undefine", pool), timeout=VIRSH_TIMEOUT)
 
 
 def _names(h: LabHost, *args: str) -> list[str]:

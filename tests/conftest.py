@@ -72,9 +72,9 @@ def built_kubeadm() -> Path:
 
 
 @pytest.fixture(scope="session")
-def lab_session() -> Iterator[LabSession]:
+def lab_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabSession]:
     """One lab host for every test that needs one (tests/lab_session.py says why one per process)."""
-    with running_lab(f"tests-{os.getpid()}") as session:
+    with running_lab(f"tests-{os.getpid()}", tmp_path_factory.mktemp("consoles")) as session:
         yield session
 
 

@@ -11,15 +11,17 @@ Each test module gets its own state backend and stacks on the shared host, and l
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from pulumi import automation as auto
 
 from lab import host, mirror_services, netns
-from lab.engine import Engine
+from lab.consoles import ConsoleRecorder, recording
+from lab.engine import Engine, deadline, release
 from lab.errors import LabError
 from lab.image import build_guest_image
 from lab.mirror import Mirror, ensure_mirror
@@ -34,7 +36,32 @@ class Lab:
     image: Path
     host: host.LabHost
     engine: Engine
+    consoles: ConsoleRecorder  # every VM's serial console, for the failure messages of VMs that never answered
     mirror: Mirror | None = None  # served in the host's namespace when the module asked for it
+
+    def leave_empty(self, stack: auto.Stack, seconds: float) -> None:
+        """Destroy what `stack` holds, so the session's host is empty for the next module, also after a test failed.
+        When the destroy cannot finish (a CLI killed at its deadline, a VM that hung), the host is cleared by hand
+        and the destroy's error raised: the next module still starts clean, and the failure is not hidden."""
+        if not state_resources(stack):
+            return
+        release(stack)  # the lock of a CLI that was killed at its deadline
+        try:
+            with deadline(seconds, f"pulumi destroy of stack {stack.name} (teardown)"):
+                stack.destroy(on_output=print)
+        except auto.CommandError:
+            host.clear(self.host)
+            raise
+
+    def unbooted_consoles(self, resources: Mapping[str, dict]) -> str:
+        """What the consoles of the nodes whose domain exists but whose wait-for-boot never completed printed last
+        (`resources`: the stack's state, name -> resource); empty when every node booted."""
+        nodes = [name.removesuffix("-domain") for name in resources if name.endswith("-domain")]
+        return "\n".join(
+            f"--- {node} never answered its wait-for-boot; its console ended with:\n{self.consoles.tail(node)}"
+            for node in nodes
+            if f"{node}-wait-for-boot" not in resources
+        )
 
 
 @dataclass
@@ -42,11 +69,12 @@ class LabSession:
     toolchain: Toolchain
     image: Path
     host: host.LabHost
+    consoles: ConsoleRecorder
     _mirror: Mirror | None = field(default=None, init=False)
 
     def module_lab(self, state_dir: Path, *, with_mirror: bool = False) -> Lab:
         mirror = self._served_mirror() if with_mirror else None
-        return Lab(self.toolchain, self.image, self.host, Engine(self.toolchain, backend_dir=state_dir), mirror)
+        return Lab(self.toolchain, self.image, self.host, Engine(self.toolchain, backend_dir=state_dir), self.consoles, mirror)
 
     def _served_mirror(self) -> Mirror:
         if self._mirror is None:
@@ -59,9 +87,16 @@ class LabSession:
         return self._mirror
 
 
+def state_resources(stack: auto.Stack) -> dict[str, dict]:
+    """The stack's resources as its state holds them, by name."""
+    deployment = stack.export_stack().deployment
+    return {resource["urn"].rsplit("::", 1)[1]: resource for resource in deployment.get("resources", [])}
+
+
 @contextmanager
-def running_lab(host_name: str) -> Iterator[LabSession]:
-    """The session's lab; the host is stopped (every VM, network and process of it gone) afterwards."""
+def running_lab(host_name: str, consoles_dir: Path) -> Iterator[LabSession]:
+    """The session's lab, every VM's console recorded under `consoles_dir`; the host is stopped (every VM, network
+    and process of it gone) afterwards."""
     if os.geteuid() != 0:
         if os.environ.get("CI") == "true":
             pytest.fail("the lab tests need root (CI runs .ci/run as root)")
@@ -73,7 +108,7 @@ def running_lab(host_name: str) -> Iterator[LabSession]:
     except LabError as error:
         pytest.fail(f"the lab could not start: {error}")
     try:
-        with netns.joined(lab_host.namespace):
-            yield LabSession(toolchain, image, lab_host)
+        with netns.joined(lab_host.namespace), recording(lab_host, consoles_dir) as consoles:
+            yield LabSession(toolchain, image, lab_host, consoles)
     finally:
         host.stop(host_name)
