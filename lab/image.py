@@ -84,10 +84,14 @@ BASE_PACKAGES: tuple[str, ...] = (
     "zstd",
 )
 
-# The initrd only has to find an ext4 root on virtio (virtio-blk, or virtio-scsi if a domain asks for it). The default
-# (MODULES=most) is a 36 MB initrd that takes seconds to unpack under TCG; this one is a few MB. Everything else (the
-# CD-ROM's ATA and ISO 9660 drivers among them) loads from the root filesystem.
-_INITRD_MODULES = ("virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod", "ext4", "crc32c_generic")
+# The initrd finds an ext4 root on virtio (virtio-blk, or virtio-scsi if a domain asks for it) and probes the IDE
+# CD-ROM that carries the cloud-init seed. The default (MODULES=most) is a 36 MB initrd that takes seconds to unpack
+# under TCG; this one is a few MB. Everything else (ISO 9660 among it) loads from the root filesystem.
+# The CD-ROM's drivers are here because cloud-init's local stage looks for the seed once, early, with blkid: when the
+# CD-ROM was not probed yet it writes a DHCP fallback network config, and on a reboot (same instance) the network
+# stage keeps it, so the node comes back without its static address (seen in the lab's reboot test: "No local
+# datasource found", then "No network config applied"). Ubuntu's cloud images have these drivers in their initrd.
+_INITRD_MODULES = ("virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod", "ext4", "crc32c_generic", "ata_piix", "sr_mod")
 _INITRAMFS_CONF = "MODULES=list\nCOMPRESS=zstd\n"
 
 # cloud-init reads only the seed, renders the network with netplan (to systemd-networkd), and on first boot grows the
@@ -115,6 +119,15 @@ ssh:
 _SSH_KEYGEN_DROPIN = """\
 [Service]
 ExecStartPre=/bin/sh -c 'ls /etc/ssh/ssh_host_*_key >/dev/null 2>&1 || ssh-keygen -q -t ed25519 -N "" -f /etc/ssh/ssh_host_ed25519_key'
+"""
+
+# And the local stage starts once udev has handled the devices the kernel found (the seed's /dev/sr0 among them), so
+# that blkid sees the seed however slowly a loaded TCG host boots.
+_CLOUD_INIT_LOCAL_DROPIN = """\
+[Unit]
+After=systemd-udev-trigger.service
+[Service]
+ExecStartPre=-/bin/udevadm settle --timeout=60
 """
 
 _FSTAB = f"LABEL={ROOT_LABEL} / ext4 defaults,errors=remount-ro 0 1\n"
@@ -213,6 +226,7 @@ CUSTOMIZATION = "\n".join(
     [
         _CLOUD_CFG,
         _SSH_KEYGEN_DROPIN,
+        _CLOUD_INIT_LOCAL_DROPIN,
         _FSTAB,
         _HOSTS,
         _INITRAMFS_CONF,
@@ -350,6 +364,7 @@ def _build(final_dir: Path, packages: Sequence[str]) -> None:
         _write(tree / "usr/sbin/policy-rc.d", "#!/bin/sh\nexit 101\n", mode=0o755)
         _write(tree / "etc/cloud/cloud.cfg.d/90-lab.cfg", _CLOUD_CFG)
         _write(tree / "etc/systemd/system/ssh.service.d/10-hostkeys.conf", _SSH_KEYGEN_DROPIN)
+        _write(tree / "etc/systemd/system/cloud-init-local.service.d/10-seed-probed.conf", _CLOUD_INIT_LOCAL_DROPIN)
         _write(tree / "etc/fstab", _FSTAB)
         _write(tree / "etc/hosts", _HOSTS)
         _copy_debs(debs, tree / "var/cache/apt/archives")

@@ -29,10 +29,10 @@ from pulumi import automation as auto
 from components.mockrun import StackRun, run_program
 from components.plan import split_invocation
 from components.steps import command_line
-from lab.engine import copy_project, deadline
+from lab.engine import copy_project, deadline, release
 from lab.stacks import LAB_NODES, lab_stack_config
 from tests.lab_nodes import NodeShell, change_lines, node_shells, revealed
-from tests.lab_session import Lab, LabSession
+from tests.lab_session import Lab, LabSession, state_resources
 from tests.test_scaling import compare
 
 pytestmark = pytest.mark.engine
@@ -112,7 +112,7 @@ class UpRun:
 
 
 @pytest.fixture(scope="module")
-def first_up(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> UpRun:
+def first_up(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpRun]:
     project = copy_project(tmp_path_factory.mktemp("lab-stack"))
     stack = lab.engine.stack("lab", project, config=lab_stack_config(lab.host.uri, lab.image))
     output: list[str] = []
@@ -122,8 +122,13 @@ def first_up(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> UpRun:
         with deadline(UP_SECONDS, "pulumi up"):
             stack.up(on_output=output.append, continue_on_error=True)
     except auto.CommandError as error:
+        release(stack)  # a CLI killed at the deadline leaves the stack locked for the tests below
         print("".join(output[-60:]))  # the engine's own account, for a reader of the test log
-        return UpRun(stack, str(error), "\n".join(output))
+        print(lab.unbooted_consoles(state_resources(stack)))
+        yield UpRun(stack, str(error), "\n".join(output))
+        lab.leave_empty(stack, QUICK_SECONDS * 2)  # also when a test failed before the destroy test
+        return
+    lab.leave_empty(stack, QUICK_SECONDS * 2)
     pytest.fail("pulumi up succeeded although no package source is reachable in the lab:\n" + "\n".join(output[-40:]))
 
 
@@ -136,11 +141,6 @@ def volume_path(lab: Lab, source: ET.Element) -> str:
     if source.get("file"):
         return source.get("file")
     return lab.host.virsh("vol-path", "--pool", source.get("pool"), source.get("volume")).strip()
-
-
-def state_resources(stack: auto.Stack) -> dict[str, dict]:
-    deployment = stack.export_stack().deployment
-    return {resource["urn"].rsplit("::", 1)[1]: resource for resource in deployment.get("resources", [])}
 
 
 def test_up_creates_the_vms_as_the_stack_describes_them(lab: Lab, first_up: UpRun) -> None:
@@ -189,6 +189,16 @@ def test_a_second_preview_plans_only_the_failed_step_and_what_follows(first_up: 
         assert f"{node['name']}-container-runtime" in changed
         for step in PREPARED_STEPS:
             assert steps[f"{node['name']}-{step}"] == "same"
+
+
+def test_each_vm_console_is_recorded_from_its_first_boot(lab: Lab, first_up: UpRun) -> None:
+    # lab/consoles.py: what the failure messages quote for a VM that never answers. From the kernel's first lines
+    # (attached within POLL_SECONDS of the domain starting) to cloud-init's end, with the hostname the seed set.
+    for node in LAB_NODES:
+        console = lab.consoles.last_run(node["name"])
+        assert "Linux version" in console, console[-2000:]
+        assert re.search(r"Cloud-init v\. \S+ finished", console), console[-2000:]
+        assert f"{node['name']} login:" in console, console[-2000:]
 
 
 def plain_text_secrets(value: object, path: str = "") -> list[str]:
@@ -310,6 +320,18 @@ def test_cloud_init_finished_without_errors(nodes: dict[str, NodeShell]) -> None
         assert all(s["finished"] and s["errors"] == [] for s in stages.values()) and status["stage"] is None, status
         result = json.loads(shell.run("sudo cat /var/lib/cloud/data/result.json").stdout)
         assert result["v1"]["errors"] == [], result
+        assert local_stage_searches(shell) == [LOCAL_SEED_FOUND]
+
+
+# cloud-init's local stage must find the seed on every boot: when it does not, it writes a DHCP fallback network
+# config that a reboot keeps (lab/image.py, _INITRD_MODULES). What its log says for each boot's search:
+LOCAL_SEED_FOUND = "found local data from DataSourceNoCloud"
+
+
+def local_stage_searches(shell: NodeShell) -> list[str]:
+    """The result of each boot's local-stage search for the seed, oldest first, from /var/log/cloud-init.log."""
+    log = shell.run("sudo grep -F 'finish: init-local/search-NoCloud:' /var/log/cloud-init.log", check=False).stdout
+    return [line.split("SUCCESS: ", 1)[-1].strip() for line in log.splitlines()]
 
 
 def test_login_is_key_only_with_passwordless_sudo(nodes: dict[str, NodeShell]) -> None:
@@ -462,6 +484,7 @@ def test_a_rebooted_node_comes_back_with_its_address_name_host_key_and_preparati
         assert time.monotonic() - started < REBOOT_SECONDS, f"{node['name']} not back after {REBOOT_SECONDS} s: {probe.stderr}"
         time.sleep(3)
     print(f"{node['name']}: back after reboot in {time.monotonic() - started:.0f} s")
+    assert local_stage_searches(shell) == [LOCAL_SEED_FOUND] * 2  # the first boot's and the reboot's
     assert shell.run("hostname").stdout.strip() == node["name"]
     assert global_addresses(shell) == [(interface, nic["addresses"][0])]
     assert scan_host_keys(shell.ip) == {" ".join(shell.host_key.split()[:2])}
