@@ -554,11 +554,11 @@ def _teardown_objects(h: LabHost, keep_pools: bool = False) -> None:
         if pool in active:
             for volume in _names(h, "vol-list", "--pool", pool, "--name"):
                 _run(h.virsh_argv("vol-delete", "--pool", pool, volume), timeout=VIRSH_TIMEOUT)
-            if keep_pools:
-                continue
+        if keep_pools:
+            continue
+        if pool in active:
             _run(h.virsh_argv("pool-destroy", pool), timeout=VIRSH_TIMEOUT)
-        if not keep_pools:
-            _run(h.virsh_argv("pool-undefine", pool), timeout=VIRSH_TIMEOUT)
+        _run(h.virsh_argv("pool-undefine", pool), timeout=VIRSH_TIMEOUT)
 
 
 def _names(h: LabHost, *args: str) -> list[str]:

@@ -39,6 +39,19 @@ class Lab:
     consoles: ConsoleRecorder  # every VM's serial console, for the failure messages of VMs that never answered
     mirror: Mirror | None = None  # served in the host's namespace when the module asked for it
 
+    def bounded_up(self, stack: auto.Stack, seconds: float, output: list[str]) -> str:
+        """`pulumi up --continue-on-error` of `stack` within `seconds`, its output appended to `output`; the CLI's
+        error, "" when the up succeeded. After a failure the stack is unlocked (a CLI killed at the deadline leaves
+        its lock) and the consoles of the nodes that never answered are printed, for a reader of the test log."""
+        try:
+            with deadline(seconds, f"pulumi up of stack {stack.name}"):
+                stack.up(on_output=output.append, continue_on_error=True)
+        except auto.CommandError as error:
+            release(stack)
+            print(self.unbooted_consoles(state_resources(stack)))
+            return str(error)
+        return ""
+
     def leave_empty(self, stack: auto.Stack, seconds: float) -> None:
         """Destroy what `stack` holds, so the session's host is empty for the next module, also after a test failed.
         When the destroy cannot finish (a CLI killed at its deadline, a VM that hung), the host is cleared by hand

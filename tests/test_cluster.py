@@ -21,7 +21,7 @@ import pytest
 from pulumi import automation as auto
 
 from components.join_token import join_token_id
-from lab.engine import copy_project, deadline, release
+from lab.engine import copy_project, deadline
 from lab.mirror_services import MirrorEndpoints
 from lab.stacks import LAB_GATEWAY, LAB_NODES, lab_stack_config, mirrored_cluster_config
 from lab.toolchain import load_pins
@@ -61,17 +61,10 @@ def cluster(lab_session: LabSession, tmp_path_factory: pytest.TempPathFactory) -
     stack = lab.engine.stack(STACK, project, config=config)
     output: list[str] = []
     started = time.monotonic()
-    error = ""
-    try:
-        with deadline(UP_SECONDS, "pulumi up"):
-            stack.up(on_output=output.append, continue_on_error=True)
-    except auto.CommandError as failure:
-        error = str(failure)
-        release(stack)  # a CLI killed at the deadline leaves the stack locked for the tests below
+    error = lab.bounded_up(stack, UP_SECONDS, output)
     seconds = time.monotonic() - started
     print(f"pulumi up of the cluster stack: {seconds:.0f} s")
     print("".join(output[-80:]))
-    print(lab.unbooted_consoles(state_resources(stack)))
     kubeconfig = tmp_path_factory.mktemp("kube") / "config"
     outputs = stack.outputs()
     if "kubeconfig" in outputs:

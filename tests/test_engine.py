@@ -29,7 +29,7 @@ from pulumi import automation as auto
 from components.mockrun import StackRun, run_program
 from components.plan import split_invocation
 from components.steps import command_line
-from lab.engine import copy_project, deadline, release
+from lab.engine import copy_project, deadline
 from lab.stacks import LAB_NODES, lab_stack_config
 from tests.lab_nodes import NodeShell, change_lines, node_shells, revealed
 from tests.lab_session import Lab, LabSession, state_resources
@@ -118,18 +118,13 @@ def first_up(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpR
     output: list[str] = []
     # --continue-on-error: every step that does not wait on a failed one still runs, so what has run when the up
     # ends does not depend on which node booted first.
-    try:
-        with deadline(UP_SECONDS, "pulumi up"):
-            stack.up(on_output=output.append, continue_on_error=True)
-    except auto.CommandError as error:
-        release(stack)  # a CLI killed at the deadline leaves the stack locked for the tests below
-        print("".join(output[-60:]))  # the engine's own account, for a reader of the test log
-        print(lab.unbooted_consoles(state_resources(stack)))
-        yield UpRun(stack, str(error), "\n".join(output))
-        lab.leave_empty(stack, QUICK_SECONDS * 2)  # also when a test failed before the destroy test
-        return
-    lab.leave_empty(stack, QUICK_SECONDS * 2)
-    pytest.fail("pulumi up succeeded although no package source is reachable in the lab:\n" + "\n".join(output[-40:]))
+    error = lab.bounded_up(stack, UP_SECONDS, output)
+    if not error:
+        lab.leave_empty(stack, QUICK_SECONDS * 2)
+        pytest.fail("pulumi up succeeded although no package source is reachable in the lab:\n" + "\n".join(output[-40:]))
+    print("".join(output[-60:]))  # the engine's own account, for a reader of the test log
+    yield UpRun(stack, error, "\n".join(output))
+    lab.leave_empty(stack, QUICK_SECONDS * 2)  # also when a test failed before the destroy test
 
 
 def domain_xml(lab: Lab, name: str) -> ET.Element:
