@@ -106,7 +106,11 @@ class KubernetesSpec:
     docker_version: str
     containerd_version: str
     smoke_test: bool
+    smoke_image: str
     allow_cgroup_v1: bool
+    # The Calico/Kubernetes pairing is outside Calico's tested range, accepted under allowUntestedCalico: the text
+    # of the warning the program logs, else "".
+    untested_calico: str = ""
 
     @property
     def minor(self) -> str:

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 from components import versions
 from components.config import ClusterConfig, KubernetesSpec
-from components.steps import SMOKE_IMAGE
 
 DEFAULT_IMAGE_REPOSITORY = "registry.k8s.io"  # kubeadm's default; only there is CoreDNS under coredns/coredns
 KUBERNETES_COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")
@@ -83,7 +82,7 @@ def cluster_images(config: ClusterConfig) -> ImageList:
         if problem:
             unknown.append(problem)
     if kubernetes.smoke_test:
-        images.append(SMOKE_IMAGE)
+        images.append(kubernetes.smoke_image)
     return ImageList(images=tuple(images), unknown=tuple(unknown))
 
 

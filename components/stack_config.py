@@ -14,6 +14,7 @@ CONFIG_KEYS = (
     "calicoVersion", "dockerVersion", "containerdVersion", "mirror", "dockerAptMirror", "kubernetesAptMirror",
     "imageRepository", "registryMirrors", "calicoManifestUrl", "smokeTest", "protectControlPlane", "accelerator",
     "timeoutScale", "calicoRegistry", "registries", "containerRuntimeSource", "osAptSources", "osAptKeyUrl",
+    "allowUntestedCalico", "smokeImage",
 )  # fmt: skip
 
 
@@ -36,7 +37,10 @@ def load_cluster_config() -> ClusterConfig:
         if pulumi.runtime.is_config_secret(full_key):
             secret_keys.add(full_key)
     try:
-        return parse_cluster_config(RawConfig(values=values, secret_keys=frozenset(secret_keys)))
+        config = parse_cluster_config(RawConfig(values=values, secret_keys=frozenset(secret_keys)))
     except ConfigError as error:
         # RunError ends the program with the message alone, without a Python traceback around it.
         raise InvalidConfig(str(error)) from None
+    if config.kubernetes.untested_calico:
+        pulumi.log.warn(config.kubernetes.untested_calico)  # shown by every preview and up, not only the first
+    return config

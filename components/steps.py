@@ -37,7 +37,6 @@ RUNTIME_READY_TIMEOUT = 60  # containerd answering after a (re)start
 RESET_TIMEOUT = 300  # kubeadm reset on a worker being replaced
 INIT_API_WAIT_TIMEOUT = 120  # an initialised API server answering again, e.g. after a reboot
 DRAIN_API_WAIT_TIMEOUT = 60  # a delete hook must not hold up a destroy of a broken cluster for long
-SMOKE_IMAGE = "docker.io/library/nginx:1.27-alpine"
 
 TOKEN_API_WAIT_TIMEOUT = 60  # the API server answering a token step, e.g. right after a control-plane reboot
 
@@ -291,7 +290,7 @@ def smoke_test(config: ClusterConfig) -> str:
         config,
         "smoke-test.sh",
         {
-            "SMOKE_IMAGE": SMOKE_IMAGE,
+            "SMOKE_IMAGE": config.kubernetes.smoke_image,
             "NODE_IPS": " ".join(str(node.ip) for node in config.nodes),
             "SMOKE_TIMEOUT_SECONDS": bound(config, SMOKE_TIMEOUT),
         },

@@ -68,6 +68,8 @@ SCALE = re.compile(r"^\d+(\.\d{1,2})?$")
 MAX_TIMEOUT_SCALE = 20  # 30-minute steps become 10 hours: beyond that a host is too slow to be worth waiting for
 QCOW2_MAGIC = b"QFI\xfb"
 SEMVER = re.compile(r"^\d+\.\d+\.\d+$")
+# [host[:port]/]path[:tag][@sha256:digest], as Docker's reference grammar has it (no scheme: that is not a reference).
+IMAGE_REF = re.compile(r"^(?:[a-z0-9.-]+(?::\d+)?/)?[a-z0-9._/-]+(?::\w[\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$")
 
 
 class ConfigError(Exception):
@@ -536,6 +538,9 @@ def _parse_kubernetes(
     service_subnet = _ipv4_network(problems, "serviceSubnet", scalars.string("serviceSubnet"), "10.96.0.0/12")
     kube_proxy_mode = scalars.choice("kubeProxyMode", ("ipvs", "iptables"))
     calico_version = scalars.string("calicoVersion")
+    allow_untested_calico = scalars.boolean("allowUntestedCalico")
+    untested_calico = ""
+    smoke_image = scalars.string("smokeImage", IMAGE_REF, "an image reference such as docker.io/library/nginx:1.27-alpine")
     mirror = scalars.choice("mirror", tuple(versions.MIRRORS))
     allow_cgroup_v1 = scalars.boolean("allowCgroupV1")
     docker_version = scalars.string("dockerVersion")
@@ -561,8 +566,13 @@ def _parse_kubernetes(
             if not versions.image_uses_cgroup_v1(image_url):  # (there _check_preflight refuses what needs containerd 2)
                 validation_sources.check_runtime_source(runtime_source, minor, image_url, problems)
         calico_problem = versions.calico_problem(calico_version, minor)
-        if calico_problem:
-            problems.add("calicoVersion", calico_version, calico_problem, versions.calico_fix(minor))
+        if calico_problem and allow_untested_calico and versions.calico_is_known(calico_version):
+            untested_calico = f"calicoVersion {calico_version} {calico_problem} (accepted: allowUntestedCalico is true)"
+        elif calico_problem:
+            fix = versions.calico_fix(minor)
+            if versions.calico_is_known(calico_version):
+                fix += ", or set allowUntestedCalico true to run it untested"
+            problems.add("calicoVersion", calico_version, calico_problem, fix)
 
     _check_subnets(problems, network, pod_subnet, service_subnet, len(nodes))
     profile = versions.MIRRORS.get(mirror, versions.MIRRORS["global"])
@@ -603,7 +613,9 @@ def _parse_kubernetes(
         docker_version=docker_version,
         containerd_version=containerd_version,
         smoke_test=scalars.boolean("smokeTest"),
+        smoke_image=smoke_image,
         allow_cgroup_v1=allow_cgroup_v1,
+        untested_calico=untested_calico,
     )
 
 

@@ -84,8 +84,11 @@ OS_ARCHIVE_RUNTIME: dict[str, tuple[str, str]] = {
     "Debian 12": ("20.10.24", "1.6.20"),
 }
 
-# Calico minor -> the Kubernetes minors it is tested with (Tigera's per-release requirements pages).
+# Calico minor -> the Kubernetes minors it is tested with (Tigera's per-release requirements pages). 3.28 fits none
+# of the project's minors: it is listed because it is the Calico the offline lab can build from Go modules (the
+# module proxy refuses tigera/operator's api module from operator v1.39 on), run under allowUntestedCalico.
 CALICO_KUBERNETES_MINORS: dict[str, tuple[int, int]] = {
+    "3.28": (27, 30),
     "3.31": (32, 35),
     "3.32": (34, 36),
     "3.33": (35, 37),
@@ -94,7 +97,9 @@ CALICO_KUBERNETES_MINORS: dict[str, tuple[int, int]] = {
 # Calico's images come from one registry set explicitly in the Installation, so workers can prepull exactly
 # those; quay.io has no Docker Hub pull limits. The images every node runs (DaemonSets):
 CALICO_REGISTRY = "quay.io/"
-CALICO_NODE_IMAGES = ("node", "cni", "pod2daemon-flexvol", "csi", "node-driver-registrar")
+# The Installation turns off the flexvolume driver and the CSI driver (calico.py), so the DaemonSets are calico-node
+# (its install-cni init container runs the cni image) and nothing else.
+CALICO_NODE_IMAGES = ("node", "cni")
 # The operator's image in Calico's tigera-operator.yaml is quay.io/tigera/operator:<tag>: CALICO_REGISTRY + this.
 CALICO_OPERATOR_IMAGE = "tigera/operator"
 # What the operator deploys for the Installation and APIServer calico.py renders, besides CALICO_NODE_IMAGES:
@@ -103,8 +108,9 @@ CALICO_CLUSTER_IMAGES = ("typha", "kube-controllers", "apiserver")
 # Calico release -> the tigera/operator tag its tigera-operator.yaml pins: the operator release that says "released
 # to support Calico version v3.31.N" (tigera/operator release notes: v1.40.12 for 3.31.5, v1.40.13 for 3.31.6,
 # v1.40.15 for 3.31.7). Not read from the manifests themselves, which are not reachable here; calico.sh checks on
-# the node that the manifest's operator image is the rewritten one, whatever its tag.
-CALICO_OPERATOR_TAGS: dict[str, str] = {"3.31.5": "v1.40.12", "3.31.6": "v1.40.13", "3.31.7": "v1.40.15"}
+# the node that the manifest's operator image is the rewritten one, whatever its tag. 3.28.1: operator v1.35.0,
+# whose own `operator --version` says "Calico: v3.28.1" (built in the lab).
+CALICO_OPERATOR_TAGS: dict[str, str] = {"3.28.1": "v1.35.0", "3.31.5": "v1.40.12", "3.31.6": "v1.40.13", "3.31.7": "v1.40.15"}
 
 # Where packages and images come from. `china` is the tutorial's Aliyun setup, made current
 # (kubernetes-new replaces the frozen kubernetes-xenial copy). Explicit keys override a profile entry.
@@ -240,6 +246,11 @@ def calico_problem(calico_version: str, kubernetes_minor: int) -> str | None:
     if not low <= kubernetes_minor <= high:
         return f"supports Kubernetes 1.{low}-1.{high}, not 1.{kubernetes_minor}"
     return None
+
+
+def calico_is_known(calico_version: str) -> bool:
+    """A release of a Calico minor in CALICO_KUBERNETES_MINORS, whatever Kubernetes it runs with."""
+    return re.fullmatch(r"(\d+\.\d+)\.\d+", calico_version or "") is not None and calico_version.rsplit(".", 1)[0] in CALICO_KUBERNETES_MINORS
 
 
 def calico_releases_for(kubernetes_minor: int) -> list[str]:

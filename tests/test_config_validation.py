@@ -97,6 +97,9 @@ CASES = [
     ("1.36 on bionic", {"kubernetesVersion": "1.36.1", "calicoVersion": "3.32.0"}, ["cannot run on this image"]),
     ("calico outside matrix", {"calicoVersion": "3.33.0"}, ["calicoVersion: '3.33.0' supports Kubernetes 1.35-1.37, not 1.34"]),
     ("calico unknown", {"calicoVersion": "3.20.0"}, ["calicoVersion", "outside the supported Calico releases"]),
+    ("calico untested", {"calicoVersion": "3.28.1"}, ["calicoVersion: '3.28.1' supports Kubernetes 1.27-1.30, not 1.34", "set allowUntestedCalico true"]),
+    ("unknown calico even if untested allowed", {"calicoVersion": "3.20.0", "allowUntestedCalico": "true"}, ["calicoVersion", "outside the supported Calico releases"]),
+    ("smoke image URL", {"smokeImage": "https://registry.lab/nginx"}, ["smokeImage: 'https://registry.lab/nginx' is not valid", "docker.io/library/nginx:1.27-alpine"]),
     ("pod overlaps nodes", {"podSubnet": "192.168.0.0/16"}, ["podSubnet: '192.168.0.0/16' overlaps network.cidr"]),
     ("service overlaps pods", {"serviceSubnet": "10.244.0.0/16"}, ["serviceSubnet: '10.244.0.0/16' overlaps podSubnet"]),
     ("service too small", {"serviceSubnet": "10.96.0.0/28"}, ["serviceSubnet: '10.96.0.0/28' is too small"]),
@@ -182,6 +185,13 @@ def test_secret_private_key_with_its_public_key_is_accepted(key_pair) -> None:
 def test_1_35_with_opt_in_is_accepted() -> None:
     config = parse_cluster_config(RawConfig(dev_values(kubernetesVersion="1.35.2", allowCgroupV1="true")))
     assert config.kubernetes.minor == "1.35" and config.kubernetes.allow_cgroup_v1
+
+
+def test_an_untested_calico_is_accepted_with_the_opt_in_and_says_so() -> None:
+    config = parse_cluster_config(RawConfig(dev_values(calicoVersion="3.28.1", allowUntestedCalico="true")))
+    assert config.kubernetes.calico_version == "3.28.1"
+    assert "3.28.1 supports Kubernetes 1.27-1.30, not 1.34" in config.kubernetes.untested_calico
+    assert parse_cluster_config(RawConfig(dev_values(allowUntestedCalico="true"))).kubernetes.untested_calico == ""
 
 
 def test_1_36_is_accepted_on_a_cgroup_v2_image() -> None:

@@ -66,7 +66,7 @@ def test_kubeadm_images_equal_the_real_kubeadm_for_the_lab_pin(built_kubeadm: Pa
 def test_the_whole_list_for_a_mirrored_stack() -> None:
     result = run_images(
         "--set", "kubernetesVersion=1.34.4", "--set", "imageRepository=192.168.150.1:5000/k8s",
-        "--set", "calicoRegistry=192.168.150.1:5000",
+        "--set", "calicoRegistry=192.168.150.1:5000", "--set", "smokeImage=192.168.150.1:5000/lab/nginx:1.22.1",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
@@ -78,8 +78,8 @@ def test_the_whole_list_for_a_mirrored_stack() -> None:
         "192.168.150.1:5000/k8s/pause:3.10.1",
         "192.168.150.1:5000/k8s/etcd:3.6.5-0",
         "192.168.150.1:5000/tigera/operator:v1.40.13",
-        *(f"192.168.150.1:5000/calico/{name}:v3.31.6" for name in ("typha", "kube-controllers", "apiserver", "node", "cni", "pod2daemon-flexvol", "csi", "node-driver-registrar")),
-        "docker.io/library/nginx:1.27-alpine",
+        *(f"192.168.150.1:5000/calico/{name}:v3.31.6" for name in ("typha", "kube-controllers", "apiserver", "node", "cni")),
+        "192.168.150.1:5000/lab/nginx:1.22.1",
     ]
 
 

@@ -34,19 +34,20 @@ def compare(before: StackRun, after: StackRun) -> tuple[set[str], set[str], set[
     return new.keys() - old.keys(), old.keys() - new.keys(), changed
 
 
-def worker_resources(worker: str) -> set[str]:
+def worker_resources(worker: str, control_plane: str = MASTER["name"]) -> set[str]:
     """Everything one worker brings: its VM, its own steps, and its three steps on the control plane (its token
-    minted, its token deleted once it has joined, its membership)."""
+    minted, its token deleted once it has joined, its membership). Also what tests/test_cluster.py expects of the
+    real engine when it adds and removes a lab worker."""
     vm = {worker, f"{worker}-host-key", f"{worker}-disk", f"{worker}-cloudinit", f"{worker}-domain"}
     own = {f"{worker}-{step}" for step in (*NODE_STEPS, "prepull-images", "kubeadm-join")}
-    on_control_plane = {f"kubernetes-master-{worker}-{step}" for step in ("join-command", "join-token-cleanup", "membership")}
+    on_control_plane = {f"{control_plane}-{worker}-{step}" for step in ("join-command", "join-token-cleanup", "membership")}
     return vm | own | on_control_plane
 
 
 # Cluster-wide checks list every node, and every node's /etc/hosts block lists every node: these re-run.
-def cluster_wide(existing: list[dict]) -> set[str]:
+def cluster_wide(existing: list[dict], control_plane: str = MASTER["name"]) -> set[str]:
     return {f"{node['name']}-cluster-hosts" for node in existing} | {
-        "kubernetes-master-cluster-ready", "kubernetes-master-smoke-test"
+        f"{control_plane}-cluster-ready", f"{control_plane}-smoke-test"
     }  # fmt: skip
 
 
