@@ -57,6 +57,10 @@ BASE_PACKAGES: tuple[str, ...] = (
     "cloud-init",
     "cloud-guest-utils",  # growpart, for cloud-init's growpart
     "netplan.io",
+    # networkd hands the rendered nameservers to resolved, which /etc/resolv.conf points at (as on Ubuntu's cloud
+    # images): without it the resolver file stays empty, and CoreDNS, which forwards to the node's resolvers,
+    # refuses to start ("plugin/forward: no nameservers found")
+    "systemd-resolved",
     "openssh-server",
     "sudo",
     "qemu-guest-agent",  # a few hundred KiB over what is already in (glib); idle unless libvirt adds its channel
@@ -188,9 +192,14 @@ rm -f /etc/ssh/ssh_host_*
 : > /etc/machine-id
 rm -f /var/lib/dbus/machine-id
 rm -f /etc/hostname
-# an empty resolv.conf makes lookups fail at once (glibc falls back to 127.0.0.1) instead of
-# timing out against the host's resolvers, which the restricted guest network cannot reach
-: > /etc/resolv.conf
+# Name resolution as on Ubuntu's cloud images: /etc/resolv.conf is resolved's stub, resolved asks the servers
+# networkd got from the rendered nameservers, and the kubelet (kubeadm sees resolved running) gives pods
+# /run/systemd/resolve/resolv.conf. No fallback servers: before the network is configured a lookup fails at
+# once rather than going to resolved's built-in public resolvers, which the lab network must never target.
+ln -sfn ../run/systemd/resolve/stub-resolv.conf /etc/resolv.conf
+mkdir -p /etc/systemd/resolved.conf.d
+printf '[Resolve]\nFallbackDNS=\nLLMNR=no\nMulticastDNS=no\n' > /etc/systemd/resolved.conf.d/kubeadm-libvirt-lab.conf
+systemctl enable systemd-resolved.service
 if [ "$(dpkg-query -W -f='${db:Status-Status}' ifupdown 2>/dev/null)" = installed ]; then
     echo "ifupdown must not be in the image: it would fight networkd over the NIC" >&2
     exit 1

@@ -304,6 +304,11 @@ def test_each_node_has_its_hostname_and_the_rendered_address_route_and_dns(nodes
         link_state = shell.run(f"cat /run/systemd/netif/links/$(cat /sys/class/net/{interface}/ifindex)").stdout
         dns = re.search(r"^DNS=(.*)$", link_state, re.MULTILINE)
         assert dns and dns.group(1).split() == nic["nameservers"]["addresses"], link_state
+        # ... and what programs resolve with: the resolver file resolved writes from them, which the kubelet hands
+        # to CoreDNS (an empty one stops CoreDNS: "no nameservers found").
+        upstream = shell.run("cat /run/systemd/resolve/resolv.conf").stdout
+        assert re.findall(r"^nameserver (\S+)$", upstream, re.MULTILINE) == nic["nameservers"]["addresses"], upstream
+        assert shell.run("readlink /etc/resolv.conf").stdout.strip().endswith("/run/systemd/resolve/stub-resolv.conf")
 
 
 def test_cloud_init_finished_without_errors(nodes: dict[str, NodeShell]) -> None:
