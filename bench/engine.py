@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -79,6 +80,40 @@ def critical_path(run: StackRun, durations: dict[str, float]) -> tuple[float, li
     return max((heaviest(name) for name in durations if name in waits), default=(0.0, ()))
 
 
+def up_figures(what: str, run: StackRun, events: list[auto.EngineEvent], wall: float, top: int = 12) -> str:
+    """The figures of one `pulumi up`: its slowest resource steps, the critical path through the program's graph
+    weighted by the steps' durations, and the orchestration overhead (wall time minus that path). `run` is the mock
+    evaluation of the same program and config, for the dependency graph. Also printed by tests/test_cluster.py for
+    its real runs."""
+    custom = {r.name for r in run.registrations if r.custom}  # components and the stack do no work of their own
+    durations = {name: seconds for name, seconds in step_durations(events).items() if name in custom}
+    path_seconds, path = critical_path(run, durations)
+    overhead = wall - path_seconds
+    lines = [f"{what}: wall {wall:.0f} s, {len(durations)} resource steps"]
+    lines += [f"  {seconds:>5.0f} s  {name}" for name, seconds in sorted(durations.items(), key=lambda item: -item[1])[:top]]
+    lines.append(f"  critical path {path_seconds:.0f} s: {' -> '.join(path)}")
+    lines.append(f"  orchestration overhead (wall - critical path): {overhead:.0f} s ({overhead / wall:.0%} of wall)")
+    return "\n".join(lines)
+
+
+def memory_figures(lab_host: host.LabHost) -> str:
+    """Peak resident memory so far: each running VM's QEMU (VmHWM, by the pid file libvirt keeps per domain) and the
+    largest finished child of this process (the Pulumi CLI or a plugin, ru_maxrss; the lab's stand-in plugins and the
+    inline program run inside this process and are not counted)."""
+    peaks = {}
+    for pid_file in sorted((lab_host.run_dir / "qemu").glob("*.pid")):
+        if pid_file.stem == "driver":
+            continue  # libvirt's QEMU driver lock, not a domain
+        try:
+            status = Path(f"/proc/{int(pid_file.read_text())}/status").read_text()
+        except (OSError, ValueError):
+            continue  # the domain stopped meanwhile
+        peaks[pid_file.stem] = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")) / 1024
+    vms = ", ".join(f"{name} {mib:.0f}" for name, mib in peaks.items())
+    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return f"memory peaks (MiB): VMs {sum(peaks.values()):.0f} ({vms}); largest child process {child:.0f}; this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}"
+
+
 def bench_up(engine: Engine, uri: str, image: Path, work: Path) -> None:
     config = lab_stack_config(uri, image)
     stack = engine.stack("bench-up", copy_project(work / "up"), config=config)
@@ -91,16 +126,7 @@ def bench_up(engine: Engine, uri: str, image: Path, work: Path) -> None:
                 stack.up(on_event=events.append, continue_on_error=True)
         except auto.CommandError:
             pass  # expected: the container runtime's source is unreachable in the lab
-        wall = time.monotonic() - started
-        custom = {r.name for r in run.registrations if r.custom}  # components and the stack do no work of their own
-        durations = {name: seconds for name, seconds in step_durations(events).items() if name in custom}
-        path_seconds, path = critical_path(run, durations)
-        print(f"{attempt}: wall {wall:.0f} s, {len(durations)} resource steps")
-        for name, seconds in sorted(durations.items(), key=lambda item: -item[1])[:12]:
-            print(f"  {seconds:>5.0f} s  {name}")
-        print(f"  critical path {path_seconds:.0f} s: {' -> '.join(path)}")
-        overhead = wall - path_seconds
-        print(f"  orchestration overhead (wall - critical path): {overhead:.0f} s ({overhead / wall:.0%} of wall)")
+        print(up_figures(attempt, run, events, time.monotonic() - started))
     started = time.monotonic()
     with deadline(20 * 60, "destroy"):
         stack.destroy()

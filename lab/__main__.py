@@ -2,7 +2,8 @@
 
     python3 -m lab toolchain build|check     the Pulumi CLI and plugins, built from Go modules and cached
     python3 -m lab image build               the Debian 12 guest image (a bootable qcow2), cached by content
-    python3 -m lab mirror build|check        Kubernetes, its packages and images for an air-gapped cluster, cached
+    python3 -m lab mirror build|check        Kubernetes, its packages and images, and Calico's images and manifests
+                                             for an air-gapped cluster, cached
     python3 -m lab host start|stop|status    libvirtd in a network namespace of its own, with a `default` pool
     python3 -m lab env                       `export` lines for a shell that drives the lab by hand
     python3 -m lab preview|up|refresh|destroy [--stack lab] [--set KEY=VALUE] [--mirror]   the real engine on the
@@ -17,6 +18,7 @@ import argparse
 import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from lab.errors import LabError
 
@@ -48,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     image.add_argument("--force", action="store_true")
     image.set_defaults(handler=_image)
 
-    mirror = commands.add_parser("mirror", help="build or check the lab mirror (Kubernetes packages and images)")
+    mirror = commands.add_parser("mirror", help="build or check the lab mirror (Kubernetes packages and images, Calico)")
     mirror.add_argument("action", choices=("build", "check"))
     mirror.add_argument("--force", action="store_true", help="rebuild even when the cache has this key")
     mirror.set_defaults(handler=_mirror)
@@ -89,17 +91,25 @@ def _toolchain(args: argparse.Namespace) -> int:
 
 
 def _mirror(args: argparse.Namespace) -> int:
-    from lab import mirror
+    from lab import calico, mirror
 
-    built = mirror.ensure_mirror(force=args.force) if args.action == "build" else mirror.require_mirror()
-    manifest = built.manifest
-    print(f"mirror {built.root}")
+    if args.action == "build":
+        built = mirror.ensure_mirror(force=args.force)
+        calico_built = calico.ensure_calico(force=args.force)
+    else:
+        built, calico_built = mirror.require_mirror(), calico.require_calico()
+    _print_build("mirror", built.root, built.manifest, built.manifest["images"])
+    _print_build("calico", calico_built.root, calico_built.manifest, list(calico_built.image_refs().values()))
+    return 0
+
+
+def _print_build(part: str, root: Path, manifest: dict, images: list[str]) -> None:
+    print(f"{part} {root}")
     for name, version in manifest["versions"].items():
-        print(f"  {name:12} {version}")
-    print(f"  images: {' '.join(manifest['images'])}")
+        print(f"  {name:16} {version}")
+    print(f"  images: {' '.join(images)}")
     seconds = ", ".join(f"{name} {value:.0f} s" for name, value in manifest["seconds"].items())
     print(f"  built in {seconds}; {manifest['bytes'] / 2**20:.0f} MiB")
-    return 0
 
 
 def _image(args: argparse.Namespace) -> int:

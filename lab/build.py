@@ -70,16 +70,25 @@ def timed(seconds: dict[str, float], name: str, log: Log) -> Iterator[None]:
 
 
 def go_build(
-    module_dir: Path, packages: list[str] | str, output: Path, *, ldflags: str, tags: str = "", cgo: bool = False
+    module_dir: Path,
+    packages: list[str] | str,
+    output: Path,
+    *,
+    ldflags: str,
+    tags: str = "",
+    cgo: bool = False,
+    env: Mapping[str, str] | None = None,
 ) -> None:
     """`go build` in a wrapper module whose go.mod and go.sum pin the graph (-mod=readonly: nothing is re-resolved).
-    Static and reproducible; `output` is a file for one package, a directory for several."""
+    Static (unless `cgo`) and reproducible; `output` is a file for one package, a directory for several. `env` adds
+    to or overrides the build's variables: a module set with go settings of its own (lab/calico.py's GOFLAGS and
+    GOPROXY), cgo's compiler and linker flags."""
     packages = [packages] if isinstance(packages, str) else packages
-    env = {**os.environ, "CGO_ENABLED": "1" if cgo else "0", "GOFLAGS": "-mod=readonly"}
+    build_env = {**os.environ, "CGO_ENABLED": "1" if cgo else "0", "GOFLAGS": "-mod=readonly", **(env or {})}
     argv = ["go", "build", "-trimpath", "-ldflags", f"-s -w {ldflags}".strip(), "-o", f"{output}{os.sep if len(packages) > 1 else ''}"]
     if tags:
         argv += ["-tags", tags]
-    run([*argv, *packages], cwd=module_dir, env=env)
+    run([*argv, *packages], cwd=module_dir, env=build_env)
 
 
 def go_version() -> str:

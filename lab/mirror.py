@@ -15,6 +15,7 @@ the Go version (lab/build.py's keyed cache); manifest.json records versions, the
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -113,7 +114,7 @@ def ensure_kubeadm(log: Log = _stderr) -> Path:
 
     def build(scratch: Path) -> None:
         shutil.copytree(module, scratch / "src")
-        commit = _module_info("k8s.io/kubernetes", kube["version"]).get("Origin", {}).get("Hash", "")
+        commit = module_info("k8s.io/kubernetes", kube["version"]).get("Origin", {}).get("Hash", "")
         go_build(scratch / "src", "k8s.io/kubernetes/cmd/kubeadm", scratch / "kubeadm", ldflags=_kubernetes_ldflags(kube["version"], commit))
         shutil.rmtree(scratch / "src")
         (scratch / COMPLETE).write_text(json.dumps({"kubeadm": kube["version"]}) + "\n")
@@ -127,8 +128,9 @@ def _build(scratch: Path, pins: Mapping, log: Log) -> None:
     source = scratch / "src"
     for name in MIRROR_MODULES:
         shutil.copytree(GOMOD_DIR / name, source / name)
+    _check_wrapper_pins(source, pins)
     kube = pins["kubernetes"]
-    kube_module = _module_info("k8s.io/kubernetes", kube["version"])
+    kube_module = module_info("k8s.io/kubernetes", kube["version"])
     with timed(seconds, "kubernetes", log):
         ldflags = _kubernetes_ldflags(kube["version"], kube_module.get("Origin", {}).get("Hash", ""))
         go_build(source / "kubernetes", [f"k8s.io/kubernetes/cmd/{c}" for c in kube["commands"]], bins, ldflags=ldflags)
@@ -171,9 +173,10 @@ def _kubernetes_ldflags(version: str, commit: str) -> str:
     return " ".join(f"-X k8s.io/{pkg}.{name}={value}" for pkg in ("component-base/version", "client-go/pkg/version") for name, value in values.items() if value)
 
 
-def _module_info(module: str, version: str) -> dict:
-    """`go mod download -json`: the module's directory in the cache and, from the proxy, the commit it was tagged at."""
-    return json.loads(run(["go", "mod", "download", "-json", f"{module}@{version}"]))
+def module_info(module: str, version: str, env: Mapping[str, str] | None = None) -> dict:
+    """`go mod download -json`: the module's directory in the cache and, from the proxy, the commit it was tagged at.
+    `env`: the go settings of the module set it belongs to (lab/calico.py's), else the process's."""
+    return json.loads(run(["go", "mod", "download", "-json", f"{module}@{version}"], env=None if env is None else {**os.environ, **env}))
 
 
 def _build_pause(kubernetes_module: Path, version: str, output: Path) -> None:
@@ -181,6 +184,19 @@ def _build_pause(kubernetes_module: Path, version: str, output: Path) -> None:
     source = kubernetes_module / "build" / "pause" / "linux" / "pause.c"
     run(["gcc", "-Os", "-Wall", "-Werror", "-static", f"-DVERSION=v{version}", "-o", str(output), str(source)])
     run(["strip", str(output)])
+
+
+def _check_wrapper_pins(source: Path, pins: Mapping) -> None:
+    """Each wrapper module must select exactly the version its pin names: the version ldflags and the packages'
+    versions come from the pins, so a wrapper that drifted would build other code under the pinned name."""
+    drifted = []
+    for name, part in (("kubernetes", "kubernetes"), ("etcd", "etcd"), ("coredns", "coredns"), ("cri-tools", "cri_tools"), ("cni-plugins", "cni_plugins")):
+        module, pinned = pins[part]["module"], pins[part]["version"]
+        selected = run(["go", "list", "-m", "-f", "{{.Version}}", module], cwd=source / name).strip()
+        if selected != pinned:
+            drifted.append(f"lab/gomod/{name} selects {module} {selected}, the pin is {pinned}")
+    if drifted:
+        raise LabError("wrapper modules disagree with lab/pins.yaml: " + "; ".join(drifted))
 
 
 def _check_versions(bins: Path, pins: Mapping) -> dict[str, str]:
@@ -213,7 +229,7 @@ def _build_images(scratch: Path, bins: Path, versions: Mapping[str, str], pins: 
     wrong = {name: (by_name.get(name), tag) for name, tag in expected_tags.items() if by_name.get(name) != tag}
     if wrong:
         raise LabError(f"kubeadm {versions['kubernetes']} asks for other images than the pins build: {wrong} (asked, pinned); update lab/pins.yaml")
-    proxy_base = _kube_proxy_base(scratch / "kube-proxy-base", pins["kube_proxy_base_packages"], mirror, log)
+    proxy_base = debian_base(scratch / "kube-proxy-base", pins["kube_proxy_base_packages"], mirror, log)
     binary = {name: {f"usr/local/bin/{name}": bins / name} for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd")}
     specs = {
         **{name: oci.ImageSpec(name, by_name[name], files=files) for name, files in binary.items()},
@@ -227,15 +243,16 @@ def _build_images(scratch: Path, bins: Path, versions: Mapping[str, str], pins: 
     for name, spec in sorted(specs.items()):
         oci.write_layout(spec, scratch / "images" / name)
         refs.append(f"{name}:{spec.tag}")
-    _remove_tree(proxy_base)
+    remove_tree(proxy_base)
     return refs
 
 
-def _kube_proxy_base(tree: Path, packages: list[str], mirror: str, log: Log) -> Path:
-    """A Debian minbase with kube-proxy's tools; debootstrap runs the packages' scripts (iptables' alternatives)."""
+def debian_base(tree: Path, packages: list[str], mirror: str, log: Log) -> Path:
+    """A Debian minbase with `packages` at `tree`, for an image's root (kube-proxy's tools, Calico's node);
+    debootstrap runs the packages' scripts (iptables' alternatives). Logs, docs and apt's lists are left out."""
     debs_cache = images_root() / "debs"  # the guest image's download cache: most of these are in it already
     debs_cache.mkdir(parents=True, exist_ok=True)
-    log(f"kube-proxy base: debootstrap {SUITE} minbase + {', '.join(packages)}")
+    log(f"{tree.name}: debootstrap {SUITE} minbase + {', '.join(packages)}")
     try:
         run(["debootstrap", "--variant=minbase", f"--include={','.join(packages)}", f"--cache-dir={debs_cache}", SUITE, str(tree), mirror])
     finally:
@@ -248,6 +265,7 @@ def _kube_proxy_base(tree: Path, packages: list[str], mirror: str, log: Log) -> 
     return tree
 
 
-def _remove_tree(tree: Path) -> None:
+def remove_tree(tree: Path) -> None:
+    """Remove a debootstrapped tree, never across a mount left in it."""
     assert_nothing_mounted_under(tree)
     subprocess.run(["rm", "-rf", "--one-file-system", str(tree)], check=True)

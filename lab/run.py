@@ -18,6 +18,7 @@ from pulumi import automation as auto
 from components.project_files import merged_config
 from components.validation import NAMESPACE, ConfigError, RawConfig, parse_cluster_config
 from lab import host, mirror_services, netns
+from lab.calico import ensure_calico
 from lab.engine import Engine, copy_project, deadline
 from lab.errors import LabError
 from lab.image import build_guest_image
@@ -51,15 +52,19 @@ def run_operation(operation: str, stack: str, host_name: str, overrides: Mapping
     """`mirrored`: the stack installs everything from the lab mirror (lab/mirror.py), served in the host's namespace."""
     settings = {f"{NAMESPACE}:{key}" if ":" not in key else key: value for key, value in overrides.items()}
     endpoints = MirrorEndpoints(LAB_GATEWAY)
-    mirror_settings = mirrored_cluster_config(endpoints, load_pins()["mirror"]["kubernetes"]["version"]) if mirrored else {}
+    pins = load_pins()
+    mirror_settings = mirrored_cluster_config(endpoints, pins["mirror"]["kubernetes"]["version"], pins["calico"]["version"]) if mirrored else {}
     validate(stack, {**lab_stack_config("qemu:///system", _PLACEHOLDER_IMAGE), **mirror_settings, **settings})
     toolchain = ensure_toolchain()
     image = build_guest_image()
+    # Built before the namespace is joined: the builds download Go modules and Debian packages, the namespace has
+    # no route out.
     mirror = ensure_mirror() if mirrored else None
+    calico = ensure_calico() if mirrored else None
     lab_host = host.start(host_name)
     netns.join(lab_host.namespace)
     if mirror is not None:
-        mirror_services.start(lab_host, mirror)
+        mirror_services.start(lab_host, mirror, calico)
     engine = Engine(toolchain=toolchain, backend_dir=cache_root() / "state")
     # The CLI works in a fresh copy of the project: setting the lab's config never writes Pulumi.<stack>.yaml into
     # the clone. The stack's config is whole on every run (the lab's, then --set), so nothing is lost with the copy.

@@ -39,11 +39,18 @@ LAB_GATEWAY = str(next(ipaddress.ip_network(LAB_NETWORK["cidr"]).hosts()))
 OS_ARCHIVE_KEYRING = "/etc/apt/keyrings/kubeadm-libvirt-os.gpg"  # the path osAptSources entries must name
 
 
-def mirrored_cluster_config(mirror: MirrorEndpoints, kubernetes_version: str) -> dict[str, Any]:
+def mirrored_cluster_config(mirror: MirrorEndpoints, kubernetes_version: str, calico_version: str) -> dict[str, Any]:
     """What an air-gapped user sets, pointed at the lab mirror: every package and image source, the OS-archive
-    runtime (Docker's repository is out of reach) and the mirror's exact Kubernetes patch."""
+    runtime (Docker's repository is out of reach), the mirror's exact Kubernetes patch and the Calico it built.
+    That Calico (3.28, the newest whose operator builds from Go modules here) is not one Calico tests with this
+    Kubernetes minor: the stack runs it under allowUntestedCalico, and says so in every preview."""
     return {
         "kubeadm-libvirt:kubernetesVersion": kubernetes_version.lstrip("v"),
+        "kubeadm-libvirt:calicoVersion": calico_version.lstrip("v"),
+        "kubeadm-libvirt:allowUntestedCalico": True,
+        "kubeadm-libvirt:calicoManifestUrl": mirror.calico_manifest_url,
+        "kubeadm-libvirt:calicoRegistry": mirror.calico_registry,
+        "kubeadm-libvirt:smokeImage": mirror.smoke_image,
         "kubeadm-libvirt:kubernetesAptMirror": mirror.kubernetes_apt_mirror,
         "kubeadm-libvirt:imageRepository": mirror.image_repository,
         "kubeadm-libvirt:containerRuntimeSource": "os-archive",

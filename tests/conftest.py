@@ -20,8 +20,27 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "cluster: Kubernetes for real on lab VMs from the lab mirror (kubeadm init and join under TCG)")
     config.addinivalue_line("markers", "mirror: reads the built lab mirror (python3 -m lab mirror build: Kubernetes from Go modules)")
     config.addinivalue_line("markers", "labhost: starts real lab hosts (network namespace, libvirtd, a TCG domain); needs root")
+    config.addinivalue_line(
+        "markers",
+        "scaling: adds and removes a worker on the live lab cluster (half an hour more under TCG); deselected unless --scaling",
+    )
     # pulumi_command's package import warns about its deprecated CopyFile resource, which the program does not use.
     config.addinivalue_line("filterwarnings", "ignore:This resource is deprecated:DeprecationWarning")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--scaling", action="store_true", help="also run the tests marked scaling (the cluster test's add and remove of a worker)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The scaling tests are deselected (reported as such, never as passed) unless --scaling: with them the cluster
+    test takes about 30 minutes more under TCG, more than CI's time allows (README, Tests)."""
+    if config.getoption("--scaling"):
+        return
+    deselected = [item for item in items if item.get_closest_marker("scaling")]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if not item.get_closest_marker("scaling")]
 
 
 @dataclass(frozen=True)

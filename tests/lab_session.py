@@ -20,6 +20,7 @@ import pytest
 from pulumi import automation as auto
 
 from lab import host, mirror_services, netns
+from lab.calico import ensure_calico
 from lab.consoles import ConsoleRecorder, recording
 from lab.engine import Engine, deadline, release
 from lab.errors import LabError
@@ -39,13 +40,14 @@ class Lab:
     consoles: ConsoleRecorder  # every VM's serial console, for the failure messages of VMs that never answered
     mirror: Mirror | None = None  # served in the host's namespace when the module asked for it
 
-    def bounded_up(self, stack: auto.Stack, seconds: float, output: list[str]) -> str:
-        """`pulumi up --continue-on-error` of `stack` within `seconds`, its output appended to `output`; the CLI's
-        error, "" when the up succeeded. After a failure the stack is unlocked (a CLI killed at the deadline leaves
-        its lock) and the consoles of the nodes that never answered are printed, for a reader of the test log."""
+    def bounded_up(self, stack: auto.Stack, seconds: float, output: list[str], events: list[auto.EngineEvent] | None = None) -> str:
+        """`pulumi up --continue-on-error` of `stack` within `seconds`, its output appended to `output` (and its engine
+        events to `events`, if given); the CLI's error, "" when the up succeeded. After a failure the stack is
+        unlocked (a CLI killed at the deadline leaves its lock) and the consoles of the nodes that never answered
+        are printed, for a reader of the test log."""
         try:
             with deadline(seconds, f"pulumi up of stack {stack.name}"):
-                stack.up(on_output=output.append, continue_on_error=True)
+                stack.up(on_output=output.append, on_event=events.append if events is not None else None, continue_on_error=True)
         except auto.CommandError as error:
             release(stack)
             print(self.unbooted_consoles(state_resources(stack)))
@@ -93,7 +95,7 @@ class LabSession:
         if self._mirror is None:
             try:
                 mirror = ensure_mirror()
-                mirror_services.start(self.host, mirror)
+                mirror_services.start(self.host, mirror, ensure_calico())
             except LabError as error:
                 pytest.fail(f"the lab mirror could not be built or served: {error}")
             self._mirror = mirror

@@ -1,52 +1,70 @@
-"""Kubernetes for real: the stack's own steps install, initialise and join a cluster on lab VMs, air-gapped.
+"""The mission for real: `pulumi up` from an empty stack to a Ready, Calico-networked cluster, air-gapped, and back.
 
-`pulumi up` of a two-node lab stack (Debian 12 under TCG) whose every source is the lab mirror (lab/mirror.py,
-served inside the lab namespace by lab/mirror_services.py): the OS archive, the OS-archive container runtime,
-the pkgs.k8s.io-style repository, the image repository. What runs for real: everything from the container runtime
-to `kubeadm init` on the control plane and `kubeadm join` on the worker, with the join command the control plane
-minted. There is no CNI in the mirror yet (Calico is the next step), so the up stops at the Calico step, which
-cannot download its manifests, and the nodes stay NotReady; what needs pod networking does not run.
+A two-node lab stack (Debian 12 under TCG) whose every source is the lab mirror (lab/mirror.py and lab/calico.py,
+served inside the lab namespace by lab/mirror_services.py): the OS archive, the OS-archive container runtime, the
+pkgs.k8s.io-style repository, the Kubernetes image repository, Calico's manifests and registry, the smoke test's
+image. Everything runs for real: container runtime, kubeadm init and join (with the join command the control plane
+minted), Calico through the tigera operator, node readiness, the nginx smoke test through every node's NodePort.
+Then a second up and a preview change nothing, a worker is added and removed on the live cluster, and the destroy
+leaves nothing. Calico is 3.28.1 (the newest whose operator builds from Go modules here) on Kubernetes 1.34, a
+pairing Calico does not test: the stack runs it under allowUntestedCalico (lab/stacks.py).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pulumi import automation as auto
 
+from bench.engine import memory_figures, up_figures
+from components.config import ClusterConfig
+from components.images import calico_images
 from components.join_token import join_token_id
-from lab.engine import copy_project, deadline
+from components.mockrun import run_program
+from components.project_files import merged_config
+from components.validation import NAMESPACE, RawConfig, parse_cluster_config
+from lab.engine import config_value, copy_project, deadline
 from lab.mirror_services import MirrorEndpoints
 from lab.stacks import LAB_GATEWAY, LAB_NODES, lab_stack_config, mirrored_cluster_config
 from lab.toolchain import load_pins
 from tests.lab_nodes import change_lines, node_shells, revealed
 from tests.lab_session import Lab, LabSession, state_resources
+from tests.test_scaling import cluster_wide, worker_resources
 
 pytestmark = pytest.mark.cluster
 
 STACK = "cluster"
-KUBERNETES = load_pins()["mirror"]["kubernetes"]["version"]
+PINS = load_pins()
+KUBERNETES = PINS["mirror"]["kubernetes"]["version"]
+CALICO = PINS["calico"]["version"]
 CONTROL_PLANE = next(n["name"] for n in LAB_NODES if n["role"] == "control-plane")
 WORKERS = [n["name"] for n in LAB_NODES if n["role"] == "worker"]
-# Bounds for TCG on two cores (the up takes about 10 minutes here; README, The offline lab). Past them the CLI is
-# interrupted and the test fails rather than CI hanging: a VM that never boots costs CI this long, not an hour.
-UP_SECONDS = 25 * 60
-QUICK_SECONDS = 5 * 60
+ADDED_WORKER = {"name": "lab-w2", "role": "worker", "ip": "192.168.150.12"}
+# Bounds for TCG on two cores (README, The offline lab, has the measured times). Past them the CLI is interrupted
+# and the test fails rather than CI hanging: a VM that never boots costs CI this long, not an hour.
+UP_SECONDS = 50 * 60
+ADD_SECONDS = 30 * 60
+QUICK_SECONDS = 8 * 60
 DESTROY_SECONDS = 15 * 60
 CONTROL_PLANE_PODS = ("kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler")
 PRIVATE_KEY_MARKERS = ("PRIVATE KEY-----",)
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # the nodes only, from the lab namespace
 
 
 @dataclass(frozen=True)
 class ClusterRun:
     lab: Lab
     stack: auto.Stack
+    config: dict[str, Any]  # the stack's config as the lab set it
     error: str
     output: str
     seconds: float
@@ -57,72 +75,126 @@ class ClusterRun:
 def cluster(lab_session: LabSession, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterRun]:
     lab = lab_session.module_lab(tmp_path_factory.mktemp("state"), with_mirror=True)
     project = copy_project(tmp_path_factory.mktemp("cluster-stack"))
-    config = {**lab_stack_config(lab.host.uri, lab.image), **mirrored_cluster_config(MirrorEndpoints(LAB_GATEWAY), KUBERNETES)}
+    config = {**lab_stack_config(lab.host.uri, lab.image), **mirrored_cluster_config(MirrorEndpoints(LAB_GATEWAY), KUBERNETES, CALICO)}
     stack = lab.engine.stack(STACK, project, config=config)
     output: list[str] = []
+    events: list[auto.EngineEvent] = []
     started = time.monotonic()
-    error = lab.bounded_up(stack, UP_SECONDS, output)
+    error = lab.bounded_up(stack, UP_SECONDS, output, events)
     seconds = time.monotonic() - started
-    print(f"pulumi up of the cluster stack: {seconds:.0f} s")
     print("".join(output[-80:]))
+    # Figures for the README (bench/engine.py's reports; nothing here asserts a time).
+    print(up_figures("pulumi up from an empty stack to a Ready cluster", run_program(STACK, overrides=config), events, seconds, top=40))
+    print(memory_figures(lab.host))
     kubeconfig = tmp_path_factory.mktemp("kube") / "config"
     outputs = stack.outputs()
     if "kubeconfig" in outputs:
         kubeconfig.write_text(outputs["kubeconfig"].value)
         kubeconfig.chmod(0o600)
-    yield ClusterRun(lab, stack, error, "\n".join(output), seconds, kubeconfig)
+    yield ClusterRun(lab, stack, config, error, "\n".join(output), seconds, kubeconfig)
     lab.leave_empty(stack, DESTROY_SECONDS)  # also when a test failed before the destroy test
 
 
-def kubectl(run: ClusterRun, *args: str) -> str:
+def kubectl(run: ClusterRun, *args: str, timeout: float = 180) -> str:
     done = subprocess.run(
         [str(run.lab.mirror.root / "bin" / "kubectl"), "--kubeconfig", str(run.kubeconfig), "--request-timeout=60s", *args],
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=timeout,
     )
     assert done.returncode == 0, f"kubectl {' '.join(args)}: {done.stderr}"
     return done.stdout
 
 
-def test_the_kubernetes_steps_ran_from_the_mirror(cluster: ClusterRun) -> None:
+def cluster_config(run: ClusterRun) -> ClusterConfig:
+    """The stack's configuration as the program validated it: what the product says the cluster should run."""
+    prefix = f"{NAMESPACE}:"
+    merged = merged_config(STACK, overrides={k: v for k, v in run.config.items()})
+    return parse_cluster_config(RawConfig(values={k[len(prefix) :]: v for k, v in merged.items() if k.startswith(prefix)}))
+
+
+def planned_changes(run: ClusterRun) -> dict[str, str]:
+    """A `pulumi preview`'s operation for every resource that is not "same", by name."""
+    events: list[auto.EngineEvent] = []
+    with deadline(QUICK_SECONDS, "pulumi preview"):
+        run.stack.preview(on_event=events.append)
+    steps = {
+        e.resource_pre_event.metadata.urn.rsplit("::", 1)[1]: e.resource_pre_event.metadata.op.value
+        for e in events
+        if e.resource_pre_event is not None
+    }
+    return {name: op for name, op in steps.items() if op != "same"}
+
+
+def node_names(run: ClusterRun) -> dict[str, str]:
+    """name -> Ready condition status, from the API server."""
+    nodes = json.loads(kubectl(run, "get", "nodes", "-o", "json"))["items"]
+    return {n["metadata"]["name"]: next(c["status"] for c in n["status"]["conditions"] if c["type"] == "Ready") for n in nodes}
+
+
+def test_the_up_ran_every_step_from_the_mirror_to_the_smoke_test(cluster: ClusterRun) -> None:
+    assert cluster.error == "", cluster.error[-4000:]
     resources = state_resources(cluster.stack)
     completed = [f"{node['name']}-{step}" for node in LAB_NODES for step in ("os-prep", "container-runtime", "kube-packages")]
-    completed += [f"{CONTROL_PLANE}-{step}" for step in ("kubeadm-init", "kubeconfig", "kubeadm-join-command")]
+    completed += [f"{CONTROL_PLANE}-{step}" for step in ("kubeadm-init", "kubeconfig", "kubeadm-join-command", "calico", "cluster-ready", "smoke-test")]
     completed += [f"{worker}-{step}" for worker in WORKERS for step in ("prepull-images", "kubeadm-join")]
-    completed += [f"{CONTROL_PLANE}-{worker}-{step}" for worker in WORKERS for step in ("join-command", "join-token-cleanup")]
+    completed += [f"{CONTROL_PLANE}-{worker}-{step}" for worker in WORKERS for step in ("join-command", "join-token-cleanup", "membership")]
     missing = [name for name in completed if name not in resources]
-    assert missing == [], f"steps that did not complete: {missing}\n{cluster.error[-3000:]}"
+    assert missing == [], f"steps that did not complete: {missing}"
     # kube-packages prints the kubeadm it installed: the mirror's patch, from the mirror's repository.
     assert resources[f"{CONTROL_PLANE}-kube-packages"]["outputs"]["stdout"].strip().endswith(KUBERNETES)
+    assert "calico available" in resources[f"{CONTROL_PLANE}-calico"]["outputs"]["stdout"]
+    assert f"cluster ready: {len(LAB_NODES)} nodes Ready" in resources[f"{CONTROL_PLANE}-cluster-ready"]["outputs"]["stdout"]
+    smoke = resources[f"{CONTROL_PLANE}-smoke-test"]["outputs"]
+    assert "smoke test passed" in smoke["stdout"]
+    for node in LAB_NODES:  # fetched through every node's NodePort
+        assert re.search(rf"http://{re.escape(node['ip'])}:\d+/ served the nginx page", smoke["stderr"]), smoke["stderr"]
+    # The untested Calico pairing is said out loud, not hidden.
+    assert f"calicoVersion {CALICO.lstrip('v')} supports Kubernetes 1.27-1.30" in cluster.output
 
 
-def test_the_up_stops_at_the_cni_and_says_so(cluster: ClusterRun) -> None:
-    resources = state_resources(cluster.stack)
-    assert f"{CONTROL_PLANE}-calico" not in resources
-    assert f"{CONTROL_PLANE}-calico" in cluster.error, cluster.error[-3000:]
-    assert f"{CONTROL_PLANE}-cluster-ready" not in resources
-
-
-def test_the_kubeconfig_output_reaches_the_cluster_and_both_nodes_joined(cluster: ClusterRun) -> None:
-    assert cluster.kubeconfig.exists(), "no kubeconfig output"
+def test_every_node_is_ready_with_the_mirrors_kubelet(cluster: ClusterRun) -> None:
     nodes = json.loads(kubectl(cluster, "get", "nodes", "-o", "json"))["items"]
     assert sorted(n["metadata"]["name"] for n in nodes) == sorted([CONTROL_PLANE, *WORKERS])
     for node in nodes:
         assert node["status"]["nodeInfo"]["kubeletVersion"] == KUBERNETES
         ready = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
-        # No CNI yet: NotReady, for that reason and no other.
-        assert ready["status"] == "False" and "network" in ready["message"].lower(), ready
+        assert ready["status"] == "True", ready
 
 
-def test_the_control_plane_and_kube_proxy_run(cluster: ClusterRun) -> None:
+def test_calico_is_available_and_runs_exactly_the_images_the_stack_lists(cluster: ClusterRun) -> None:
+    # The calico step saw every tigerastatus Available. Under TCG the control plane's calico-node misses a
+    # readiness probe now and then (its exec probe starts a Go binary within 10 s on a guest running ten times
+    # slower), and the operator then reports calico not Available until the next probe passes: wait for it.
+    deadline_at = time.monotonic() + 600
+    while True:
+        statuses = json.loads(kubectl(cluster, "get", "tigerastatus", "-o", "json"))["items"]
+        available = {s["metadata"]["name"]: next((c["status"] for c in s["status"].get("conditions", []) if c["type"] == "Available"), "") for s in statuses}
+        if {"calico", "apiserver", "ippools"} <= set(available) and set(available.values()) == {"True"}:
+            break
+        if time.monotonic() > deadline_at:
+            pytest.fail(f"tigerastatus not all Available within 10 minutes: {available}")
+        time.sleep(10)
+    running: set[str] = set()
+    for namespace in ("calico-system", "calico-apiserver", "tigera-operator"):
+        pods = json.loads(kubectl(cluster, "get", "pods", "-n", namespace, "-o", "json"))["items"]
+        running |= {c["image"] for p in pods for c in (*p["spec"].get("initContainers", []), *p["spec"]["containers"])}
+    listed, problem = calico_images(cluster_config(cluster).kubernetes)
+    assert problem is None
+    # What the real operator deployed for the rendered Installation is what `python3 -m components.images` lists
+    # (and the workers prepull): no more, no less.
+    assert running == set(listed), (sorted(running), listed)
+
+
+def test_the_control_plane_kube_proxy_and_coredns_run_from_the_mirror(cluster: ClusterRun) -> None:
     deadline_at = time.monotonic() + 600  # static pods restart a few times under TCG before they settle
     while True:
         pods = json.loads(kubectl(cluster, "get", "pods", "-n", "kube-system", "-o", "json"))["items"]
         running = {(p["metadata"]["name"], p["spec"].get("nodeName")) for p in pods if p["status"].get("phase") == "Running"}
         wanted = {(f"{name}-{CONTROL_PLANE}", CONTROL_PLANE) for name in CONTROL_PLANE_PODS}
         proxies = {node for name, node in running if name.startswith("kube-proxy-")}
-        if wanted <= running and proxies == {CONTROL_PLANE, *WORKERS}:
+        dns = [name for name, _ in running if name.startswith("coredns-")]
+        if wanted <= running and proxies == {CONTROL_PLANE, *WORKERS} and len(dns) == 2:
             break
         if time.monotonic() > deadline_at:
             pytest.fail(f"running in kube-system: {sorted(running)}")
@@ -130,6 +202,31 @@ def test_the_control_plane_and_kube_proxy_run(cluster: ClusterRun) -> None:
     images = {c["image"] for p in pods for c in p["spec"]["containers"]}
     mirror_repository = MirrorEndpoints(LAB_GATEWAY).image_repository
     assert all(image.startswith(mirror_repository + "/") for image in images), images
+
+
+def test_a_nodeport_serves_through_every_node_from_the_lab_namespace(cluster: ClusterRun) -> None:
+    """What a user on the libvirt host does after `pulumi up`: run something, reach it from outside the cluster."""
+    namespace = "lab-reach"
+    image = MirrorEndpoints(LAB_GATEWAY).smoke_image
+    kubectl(cluster, "create", "namespace", namespace)
+    try:
+        kubectl(cluster, "-n", namespace, "create", "deployment", "web", f"--image={image}", "--replicas=2")
+        kubectl(cluster, "-n", namespace, "create", "service", "nodeport", "web", "--tcp=80:80")
+        kubectl(cluster, "-n", namespace, "rollout", "status", "deployment/web", "--timeout=600s", timeout=660)
+        port = kubectl(cluster, "-n", namespace, "get", "service", "web", "-o", "jsonpath={.spec.ports[0].nodePort}")
+        for node in LAB_NODES:
+            deadline_at = time.monotonic() + 120
+            while True:
+                try:
+                    with _DIRECT.open(f"http://{node['ip']}:{port}/", timeout=10) as response:
+                        assert "Welcome to nginx" in response.read().decode()
+                        break
+                except OSError as error:
+                    if time.monotonic() > deadline_at:
+                        pytest.fail(f"{node['name']}:{port} did not serve the page: {error}")
+                    time.sleep(3)
+    finally:
+        kubectl(cluster, "delete", "namespace", namespace, "--wait=false")
 
 
 def test_each_workers_token_is_deleted_once_it_has_joined(cluster: ClusterRun) -> None:
@@ -157,27 +254,19 @@ def test_outputs_and_state_hold_no_secret_in_plain_text(cluster: ClusterRun) -> 
         assert secret not in cluster.output
 
 
-def test_a_second_preview_plans_only_the_cni_and_what_needs_it(cluster: ClusterRun) -> None:
-    existing = set(state_resources(cluster.stack))
-    events: list[auto.EngineEvent] = []
-    with deadline(QUICK_SECONDS, "pulumi preview --diff"):
-        cluster.stack.preview(diff=True, on_event=events.append)
-    steps = {
-        e.resource_pre_event.metadata.urn.rsplit("::", 1)[1]: e.resource_pre_event.metadata.op.value
-        for e in events
-        if e.resource_pre_event is not None
-    }
-    changed = {name: op for name, op in steps.items() if op != "same"}
-    assert all(name not in existing and op == "create" for name, op in changed.items()), changed
-    assert f"{CONTROL_PLANE}-calico" in changed
-    for name in (f"{CONTROL_PLANE}-kubeadm-init", *(f"{w}-kubeadm-join" for w in WORKERS)):
-        assert steps[name] == "same"
+def test_a_second_up_and_a_preview_change_nothing(cluster: ClusterRun) -> None:
+    started = time.monotonic()
+    with deadline(QUICK_SECONDS, "pulumi up (no-op)"):
+        result = cluster.stack.up(on_output=print)
+    print(f"no-op pulumi up of the Ready cluster: {time.monotonic() - started:.0f} s")
+    assert set(result.summary.resource_changes or {}) == {"same"}, result.summary.resource_changes
+    assert planned_changes(cluster) == {}
 
 
 # The Kubernetes steps the up completed, per node; run again exactly as the up sent them (create and stdin from the
 # state), each must find its work done: exit 0, say so, and change nothing (tests/lab_nodes.py's change markers).
 RERUN_STEPS = {
-    CONTROL_PLANE: ("container-runtime", "kube-packages", "kubeadm-init"),
+    CONTROL_PLANE: ("container-runtime", "kube-packages", "kubeadm-init", "calico"),
     **{worker: ("container-runtime", "kube-packages", "prepull-images", "kubeadm-join") for worker in WORKERS},
 }
 GUARD_MESSAGES = {"kubeadm-init": "already initialised", "kubeadm-join": "already joined", "kube-packages": "already installed"}
@@ -193,6 +282,53 @@ def test_every_kubernetes_step_run_again_reports_its_guard_and_changes_nothing(c
                 assert change_lines(again.stderr) == [], f"{name}-{step} changed the node again:\n{again.stderr}"
                 if step in GUARD_MESSAGES:
                     assert GUARD_MESSAGES[step] in again.stderr, f"{name}-{step}:\n{again.stderr}"
+
+
+def set_nodes(run: ClusterRun, nodes: list[dict]) -> None:
+    run.stack.set_config(f"{NAMESPACE}:nodes", config_value(nodes))
+    run.config[f"{NAMESPACE}:nodes"] = nodes
+
+
+@pytest.mark.scaling
+def test_a_worker_added_to_the_live_cluster_joins_and_only_its_resources_change(cluster: ClusterRun) -> None:
+    before = set(state_resources(cluster.stack))
+    set_nodes(cluster, [*LAB_NODES, ADDED_WORKER])
+    planned = planned_changes(cluster)
+    expected_new = worker_resources(ADDED_WORKER["name"], CONTROL_PLANE)
+    assert {name for name, op in planned.items() if op == "create"} == expected_new
+    # tests/test_scaling.py's prediction from the mocks: the cluster-wide steps re-run, nothing else of the cluster.
+    assert {name for name, op in planned.items() if op != "create"} == cluster_wide(list(LAB_NODES), CONTROL_PLANE)
+    output: list[str] = []
+    events: list[auto.EngineEvent] = []
+    started = time.monotonic()
+    error = cluster.lab.bounded_up(cluster.stack, ADD_SECONDS, output, events)
+    mock = run_program(STACK, overrides=cluster.config)
+    print(up_figures(f"pulumi up adding {ADDED_WORKER['name']} to the Ready cluster", mock, events, time.monotonic() - started))
+    print(memory_figures(cluster.lab.host))
+    assert error == "", error[-4000:]
+    assert set(state_resources(cluster.stack)) - before == expected_new
+    assert node_names(cluster) == dict.fromkeys([CONTROL_PLANE, *WORKERS, ADDED_WORKER["name"]], "True")
+    # It joined with a token of its own, which is gone now that it has joined.
+    secrets = kubectl(cluster, "get", "secrets", "-n", "kube-system", "-o", "name")
+    assert f"bootstrap-token-{join_token_id(ADDED_WORKER['name'])}" not in secrets
+
+
+@pytest.mark.scaling
+def test_a_worker_removed_is_drained_deleted_and_its_vm_gone(cluster: ClusterRun) -> None:
+    name = ADDED_WORKER["name"]
+    if name not in node_names(cluster):
+        pytest.fail(f"{name} was not added by the test before (see its failure)")
+    before = {n: r["outputs"].get("stdout") for n, r in state_resources(cluster.stack).items()}
+    set_nodes(cluster, list(LAB_NODES))
+    output: list[str] = []
+    error = cluster.lab.bounded_up(cluster.stack, ADD_SECONDS, output)
+    assert error == "", error[-4000:]
+    after = state_resources(cluster.stack)
+    assert set(before) - set(after) == worker_resources(name, CONTROL_PLANE)
+    assert node_names(cluster) == dict.fromkeys([CONTROL_PLANE, *WORKERS], "True")
+    # The Node object is gone from the API: only the membership's drain-node hook deletes it (a VM that goes away
+    # leaves its Node behind, NotReady).
+    assert name not in cluster.lab.host.virsh("list", "--all", "--name").split()
 
 
 def test_destroy_removes_every_vm_and_volume(cluster: ClusterRun) -> None:

@@ -4,7 +4,7 @@ module kubeadm-libvirt.lab/cni-plugins
 
 go 1.26.8
 
-require github.com/containernetworking/plugins v1.10.0
+require github.com/containernetworking/plugins v1.7.1
 
 require (
 	cyphar.com/go-pathrs v0.2.5 // indirect
