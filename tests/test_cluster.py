@@ -83,9 +83,12 @@ def cluster(lab_session: LabSession, tmp_path_factory: pytest.TempPathFactory) -
     error = lab.bounded_up(stack, UP_SECONDS, output, events)
     seconds = time.monotonic() - started
     print("".join(output[-80:]))
-    # Figures for the README (bench/engine.py's reports; nothing here asserts a time).
-    print(up_figures("pulumi up from an empty stack to a Ready cluster", run_program(STACK, overrides=config), events, seconds, top=40))
-    print(memory_figures(lab.host))
+    # Figures for the README (bench/engine.py's reports; nothing here asserts a time), also kept in the run's
+    # temporary directory (figures*/up.txt), since pytest shows a passing test's output to no one.
+    figures = up_figures("pulumi up from an empty stack to a Ready cluster", run_program(STACK, overrides=config), events, seconds, top=40)
+    figures += "\n" + memory_figures(lab.host)
+    print(figures)
+    (tmp_path_factory.mktemp("figures") / "up.txt").write_text(figures + "\n")
     kubeconfig = tmp_path_factory.mktemp("kube") / "config"
     outputs = stack.outputs()
     if "kubeconfig" in outputs:

@@ -20,6 +20,7 @@ import yaml
 from lab.calico import INIT_IMAGE_ENV, NOT_DEPLOYED, OPERATOR_IMAGE, WWW_PATH, CalicoBuild, deployed_images, require_calico
 from lab.errors import LabError
 from lab.toolchain import load_pins
+from tests.test_lab_mirror import run
 
 pytestmark = pytest.mark.mirror
 PINS = load_pins()["calico"]
@@ -35,10 +36,6 @@ def calico() -> CalicoBuild:
         return require_calico()
     except LabError as error:
         pytest.fail(str(error))
-
-
-def run(*argv: str | Path, **kwargs) -> str:
-    return subprocess.run([str(a) for a in argv], capture_output=True, text=True, check=True, **kwargs).stdout
 
 
 @pytest.mark.parametrize(
