@@ -37,7 +37,7 @@ from lab import oci
 from lab.build import COMPLETE, Log, digest_files, ensure_keyed, go_build, go_version, run, timed, tree_size
 from lab.errors import LabError
 from lab.image import SUITE, debian_mirror
-from lab.mirror import debian_base, module_info, remove_tree
+from lab.mirror import ServedBuild, debian_base, module_info, remove_tree, selected_version
 from lab.paths import cache_root
 from lab.toolchain import LAB_DIR, PINS_FILE, load_pins
 
@@ -75,22 +75,8 @@ def _stderr(message: str) -> None:
 
 
 @dataclass(frozen=True)
-class CalicoBuild:
+class CalicoBuild(ServedBuild):
     """A built Calico entry."""
-
-    root: Path
-
-    @property
-    def manifest(self) -> dict:
-        return json.loads((self.root / COMPLETE).read_text())
-
-    @property
-    def www(self) -> Path:
-        return self.root / "www"
-
-    @property
-    def images(self) -> Path:
-        return self.root / "images"
 
     @property
     def bin(self) -> Path:
@@ -128,8 +114,7 @@ def ensure_calico(force: bool = False, log: Log = _stderr) -> CalicoBuild:
     _check_prerequisites()
     final = ensure_keyed(calico_root(), calico_key(), lambda scratch: _build(scratch, load_pins()["calico"], log), force=force, log=log)
     built = CalicoBuild(final)
-    seconds = built.manifest["seconds"]
-    log(f"calico {final}: built in {seconds['total']:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in seconds.items() if k != 'total')}), {built.manifest['bytes'] / 2**20:.0f} MiB")
+    log(f"calico {built.summary()}")
     return built
 
 
@@ -228,7 +213,7 @@ def _build(scratch: Path, pins: Mapping, log: Log) -> None:
     with timed(seconds, "calico", log):
         commands = ["typha/cmd/calico-typha", "kube-controllers/cmd/kube-controllers", "kube-controllers/cmd/check-status", "cni-plugin/cmd/calico", "cni-plugin/cmd/install", "apiserver/cmd/apiserver"]
         go_build(source / "calico", [f"{calico['module']}/{c}" for c in commands], bins, ldflags=ldflags, env=GO_ENV)
-        cni_version = _required_version(source / "cni_plugins", CNI_PLUGINS_MODULE)
+        cni_version = selected_version(source / "cni_plugins", CNI_PLUGINS_MODULE, GO_ENV)  # what its binaries say
         plugins = [f"{CNI_PLUGINS_MODULE}/plugins/{p}" for p in pins["cni_plugins"]["plugins"]]
         go_build(source / "cni_plugins", plugins, bins / "cni", ldflags=f"-X {CNI_PLUGINS_MODULE}/pkg/utils/buildversion.BuildVersion={cni_version}", env=GO_ENV)
     with timed(seconds, "calico-node", log):
@@ -260,11 +245,6 @@ def _build(scratch: Path, pins: Mapping, log: Log) -> None:
         "go": go_version(),
     }
     (scratch / COMPLETE).write_text(json.dumps(manifest, indent=2) + "\n")
-
-
-def _required_version(module_dir: Path, module: str) -> str:
-    """The version of `module` a wrapper's go.mod selects: what its binaries should say they are."""
-    return run(["go", "list", "-m", "-f", "{{.Version}}", module], cwd=module_dir, env={**os.environ, **GO_ENV}).strip()
 
 
 def _build_libbpf(calico_module: Path, work: Path) -> Path:

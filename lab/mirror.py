@@ -42,8 +42,9 @@ def _stderr(message: str) -> None:
 
 
 @dataclass(frozen=True)
-class Mirror:
-    """A built mirror directory."""
+class ServedBuild:
+    """A keyed build that lab/mirror_services.py serves: its manifest, www/ (over HTTP) and images/ (OCI layouts,
+    pushed to the registry). The Kubernetes mirror and the Calico build (lab/calico.py) are two."""
 
     root: Path
 
@@ -58,6 +59,17 @@ class Mirror:
     @property
     def images(self) -> Path:
         return self.root / "images"
+
+    def summary(self) -> str:
+        """Where it is, what its build took per part, and its size: for the build's log line."""
+        seconds = self.manifest["seconds"]
+        parts = ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items() if k != "total")
+        return f"{self.root}: built in {seconds['total']:.0f} s ({parts}), {self.manifest['bytes'] / 2**20:.0f} MiB"
+
+
+@dataclass(frozen=True)
+class Mirror(ServedBuild):
+    """A built mirror directory."""
 
     @property
     def kubeadm(self) -> Path:
@@ -96,8 +108,7 @@ def ensure_mirror(force: bool = False, log: Log = _stderr) -> Mirror:
         raise LabError(f"building the lab mirror needs {', '.join(missing)}")
     final = ensure_keyed(mirror_root(), mirror_key(), lambda scratch: _build(scratch, load_pins()["mirror"], log), force=force, log=log)
     mirror = Mirror(final)
-    seconds = mirror.manifest["seconds"]
-    log(f"mirror {final}: built in {seconds['total']:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in seconds.items() if k != 'total')}), {mirror.manifest['bytes'] / 2**20:.0f} MiB")
+    log(f"mirror {mirror.summary()}")
     return mirror
 
 
@@ -186,13 +197,18 @@ def _build_pause(kubernetes_module: Path, version: str, output: Path) -> None:
     run(["strip", str(output)])
 
 
+def selected_version(module_dir: Path, module: str, env: Mapping[str, str] | None = None) -> str:
+    """The version of `module` a wrapper module's go.mod selects (`env`: as for module_info)."""
+    return run(["go", "list", "-m", "-f", "{{.Version}}", module], cwd=module_dir, env=None if env is None else {**os.environ, **env}).strip()
+
+
 def _check_wrapper_pins(source: Path, pins: Mapping) -> None:
     """Each wrapper module must select exactly the version its pin names: the version ldflags and the packages'
     versions come from the pins, so a wrapper that drifted would build other code under the pinned name."""
     drifted = []
     for name, part in (("kubernetes", "kubernetes"), ("etcd", "etcd"), ("coredns", "coredns"), ("cri-tools", "cri_tools"), ("cni-plugins", "cni_plugins")):
         module, pinned = pins[part]["module"], pins[part]["version"]
-        selected = run(["go", "list", "-m", "-f", "{{.Version}}", module], cwd=source / name).strip()
+        selected = selected_version(source / name, module)
         if selected != pinned:
             drifted.append(f"lab/gomod/{name} selects {module} {selected}, the pin is {pinned}")
     if drifted:

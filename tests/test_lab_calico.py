@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lab.calico import INIT_IMAGE_ENV, NOT_DEPLOYED, OPERATOR_IMAGE, WWW_PATH, CalicoBuild, deployed_images, require_calico
+from lab.calico import INIT_IMAGE_ENV, NOT_DEPLOYED, OPERATOR_IMAGE, WWW_PATH, CalicoBuild, deployed_images, require_calico, smoke_image_ref
 from lab.errors import LabError
 from lab.toolchain import load_pins
 from tests.test_lab_mirror import run
@@ -26,7 +26,6 @@ pytestmark = pytest.mark.mirror
 PINS = load_pins()["calico"]
 CALICO = PINS["version"]
 OPERATOR = PINS["operator"]["version"]
-SMOKE = f"{PINS['smoke']['image']}:{PINS['smoke']['tag']}"
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chroot and network namespaces need root (CI runs as root)")
 
 
@@ -56,7 +55,7 @@ def test_binaries_report_their_pinned_versions(calico: CalicoBuild, binary: str,
 
 def test_the_images_are_exactly_what_the_real_operator_deploys_plus_the_smoke_image(calico: CalicoBuild) -> None:
     refs = calico.image_refs()
-    assert sorted(refs.values()) == sorted([*deployed_images(calico.bin / "operator", CALICO, OPERATOR), SMOKE])
+    assert sorted(refs.values()) == sorted([*deployed_images(calico.bin / "operator", CALICO, OPERATOR), smoke_image_ref()])
     # The operator's whole list, read here rather than trusted: every Calico image of this tag is built or is one
     # the Installation turns off, and the five it deploys are all there.
     listed = run(calico.bin / "operator", "--print-images=list").split()
