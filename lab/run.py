@@ -15,6 +15,7 @@ from typing import Any
 
 from pulumi import automation as auto
 
+from components.config import ClusterConfig
 from components.project_files import merged_config
 from components.validation import NAMESPACE, ConfigError, RawConfig, parse_cluster_config
 from lab import host, mirror_services, netns
@@ -34,8 +35,9 @@ OPERATION_SECONDS = {"preview": 10 * 60, "up": 60 * 60, "refresh": 10 * 60, "des
 _PLACEHOLDER_IMAGE = "https://lab.invalid/disk.qcow2"
 
 
-def validate(stack: str, config: Mapping[str, Any]) -> None:
-    """Raise LabError listing every configuration problem, as the program would, before anything happens."""
+def validate(stack: str, config: Mapping[str, Any]) -> ClusterConfig:
+    """The stack's configuration as the program will see it (Pulumi.yaml's defaults, the stack file, then `config`);
+    LabError listing every problem, as the program would, before anything happens."""
     try:
         merged = merged_config(stack, overrides=config)
     except ValueError as error:
@@ -43,7 +45,7 @@ def validate(stack: str, config: Mapping[str, Any]) -> None:
     prefix = f"{NAMESPACE}:"
     values = {key[len(prefix) :]: value for key, value in merged.items() if key.startswith(prefix)}
     try:
-        parse_cluster_config(RawConfig(values=values))
+        return parse_cluster_config(RawConfig(values=values))
     except ConfigError as error:
         raise LabError(str(error)) from None
 

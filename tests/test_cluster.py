@@ -26,14 +26,13 @@ import pytest
 from pulumi import automation as auto
 
 from bench.engine import memory_figures, up_figures
-from components.config import ClusterConfig
 from components.images import calico_images
 from components.join_token import join_token_id
 from components.mockrun import run_program
-from components.project_files import merged_config
-from components.validation import NAMESPACE, RawConfig, parse_cluster_config
+from components.validation import NAMESPACE
 from lab.engine import config_value, copy_project, deadline
 from lab.mirror_services import MirrorEndpoints
+from lab.run import validate
 from lab.stacks import LAB_GATEWAY, LAB_NODES, lab_stack_config, mirrored_cluster_config
 from lab.toolchain import load_pins
 from tests.lab_nodes import change_lines, node_shells, revealed
@@ -109,13 +108,6 @@ def kubectl(run: ClusterRun, *args: str, timeout: float = 180) -> str:
     return done.stdout
 
 
-def cluster_config(run: ClusterRun) -> ClusterConfig:
-    """The stack's configuration as the program validated it: what the product says the cluster should run."""
-    prefix = f"{NAMESPACE}:"
-    merged = merged_config(STACK, overrides={k: v for k, v in run.config.items()})
-    return parse_cluster_config(RawConfig(values={k[len(prefix) :]: v for k, v in merged.items() if k.startswith(prefix)}))
-
-
 def planned_changes(run: ClusterRun) -> dict[str, str]:
     """A `pulumi preview`'s operation for every resource that is not "same", by name."""
     events: list[auto.EngineEvent] = []
@@ -182,7 +174,7 @@ def test_calico_is_available_and_runs_exactly_the_images_the_stack_lists(cluster
     for namespace in ("calico-system", "calico-apiserver", "tigera-operator"):
         pods = json.loads(kubectl(cluster, "get", "pods", "-n", namespace, "-o", "json"))["items"]
         running |= {c["image"] for p in pods for c in (*p["spec"].get("initContainers", []), *p["spec"]["containers"])}
-    listed, problem = calico_images(cluster_config(cluster).kubernetes)
+    listed, problem = calico_images(validate(STACK, cluster.config).kubernetes)
     assert problem is None
     # What the real operator deployed for the rendered Installation is what `python3 -m components.images` lists
     # (and the workers prepull): no more, no less.
