@@ -31,12 +31,10 @@ report_not_ready() {
 }
 timed_out() { report_not_ready; die "$1 within CALICO_TIMEOUT_SECONDS=${CALICO_TIMEOUT_SECONDS}s"; }
 
+# Server-side: the CRDs are too large for the last-applied annotation. On a busy control plane the API server can
+# time out on them (seen under TCG when the step re-ran): kc_apply sends them again.
 apply_manifest_url() {
-  local rc=0
-  log "applying $1"
-  timeout -k "$(scaled 10)" "$(remaining)" kubectl --kubeconfig "$ADMIN_CONF" apply --server-side --force-conflicts -f "$1" >&2 || rc=$?
-  if is_timeout_exit "$rc"; then timed_out "applying $1 did not finish"; fi
-  ((rc == 0)) || die "kubectl apply of $1 failed (exit $rc)"
+  kc_apply "$1" "$1" --server-side --force-conflicts || timed_out "applying $1 did not finish"
 }
 
 apply_manifest_url "$CALICO_OPERATOR_CRDS_URL"
@@ -57,20 +55,12 @@ apply_manifest_url "$WORK/tigera-operator.yaml"
 
 crds=(crd/installations.operator.tigera.io)
 if grep -q '^kind: *APIServer *$' <<<"$installation"; then crds+=(crd/apiservers.operator.tigera.io); fi
-kc wait --for=condition=Established --timeout="$(remaining)s" "${crds[@]}" >&2 ||
+# kubectl's own --timeout is the whole step's: kc_retrying's bound, the time remaining, ends it first.
+kc_retrying "waiting for ${crds[*]}" "" wait --for=condition=Established --timeout="${CALICO_TIMEOUT_SECONDS}s" "${crds[@]}" ||
   timed_out "the operator CRDs (${crds[*]}) did not become Established"
 
-# Retried: right after the CRDs are created, discovery may not list the new kinds yet.
-log "applying the Installation"
-while :; do
-  { err=$(printf '%s\n' "$installation" | kc apply -f - 2>&1 1>&3); } 3>&2 && break
-  printf '%s\n' "$err" >&2
-  [[ $err == *"no matches for kind"* || $err == *"ensure CRDs are installed"* ]] ||
-    die "kubectl apply of CALICO_INSTALLATION failed (see above)"
-  ((SECONDS < DEADLINE)) || timed_out "the Installation kinds were not served"
-  log "the API server does not serve the new kinds yet; retrying"
-  sleep 5
-done
+# Right after the CRDs are created, discovery may not list the new kinds yet: kc_apply sends it again.
+kc_apply "CALICO_INSTALLATION" - <<<"$installation" || timed_out "the Installation's kinds were not served"
 
 # The operator creates tigerastatus/calico only once it has picked up the Installation.
 log "waiting for tigerastatus/calico to appear"
@@ -79,7 +69,7 @@ until kc get tigerastatus calico -o name --request-timeout="$(scaled 10)s" >/dev
   sleep 5
 done
 log "waiting for all tigerastatus resources to become Available"
-kc wait --for=condition=Available --timeout="$(remaining)s" tigerastatus --all >&2 ||
+kc_retrying "waiting for tigerastatus" "" wait --for=condition=Available --timeout="${CALICO_TIMEOUT_SECONDS}s" tigerastatus --all ||
   timed_out "Calico did not become Available"
 
 printf 'calico available: %s\n' "$(kc get tigerastatus -o jsonpath='{.items[*].metadata.name}')"

@@ -43,14 +43,17 @@ trap cleanup EXIT
 
 # --- deploy ----------------------------------------------------------------------------------
 log "deploying $image (2 replicas) with a NodePort service in namespace $NS"
-kc create namespace "$NS" --dry-run=client -o yaml | kc apply -f - >&2
-kc -n "$NS" create deployment nginx --image="$image" --replicas=2 --dry-run=client -o yaml | kc apply -f - >&2
-kc -n "$NS" create service nodeport nginx --tcp=80:80 --dry-run=client -o yaml | kc apply -f - >&2
+# Rendered by kubectl on the node (--dry-run=client), applied through kc_apply: a busy API server gets them again.
+timed_out() { show_state; die "$1 within SMOKE_TIMEOUT_SECONDS=${smoke_timeout}s"; }
+namespace=$(kc create namespace "$NS" --dry-run=client -o yaml)
+deployment=$(kc -n "$NS" create deployment nginx --image="$image" --replicas=2 --dry-run=client -o yaml)
+service=$(kc -n "$NS" create service nodeport nginx --tcp=80:80 --dry-run=client -o yaml)
+kc_apply "namespace $NS" - <<<"$namespace" || timed_out "namespace $NS was not created"
+kc_apply "deployment nginx" - <<<"$deployment" || timed_out "deployment nginx was not created"
+kc_apply "service nginx" - <<<"$service" || timed_out "service nginx was not created"
 
-if ! kc -n "$NS" rollout status deployment/nginx --timeout="$(remaining)s" >&2; then
-  show_state
-  die "deployment nginx did not become available within SMOKE_TIMEOUT_SECONDS=${smoke_timeout}s"
-fi
+kc_retrying "waiting for deployment nginx" "" -n "$NS" rollout status deployment/nginx --timeout="${smoke_timeout}s" ||
+  timed_out "deployment nginx did not become available"
 
 node_port=$(kc -n "$NS" get service nginx -o jsonpath='{.spec.ports[0].nodePort}')
 [[ $node_port =~ ^[0-9]+$ ]] || die "service nginx has no nodePort (got '$node_port')"

@@ -265,6 +265,50 @@ ensure_held() { # ensure_held PKG...: apt-mark hold the packages that are not he
 # --- kubectl on the control plane ------------------------------------------------------------
 ADMIN_CONF=/etc/kubernetes/admin.conf
 kc() { kubectl --kubeconfig "$ADMIN_CONF" "$@"; }
+
+# is_transient_api_error TEXT: kubectl's error TEXT says the API server was slow or briefly away (a control plane
+# starved of CPU, e.g. under TCG, or restarting), not that the request was wrong: the same request can pass later.
+is_transient_api_error() {
+  case $1 in
+    *"Error from server (Timeout)"* | *"Error from server (ServerTimeout)"* | *"Error from server (ServiceUnavailable)"*) ;;
+    *"Error from server (TooManyRequests)"* | *"etcdserver: request timed out"* | *"etcdserver: leader changed"*) ;;
+    *"the server is currently unable to handle the request"* | *"was refused - did you specify the right host or port"*) ;;
+    *"net/http: TLS handshake timeout"* | *"i/o timeout"* | *"http2: client connection lost"*) ;;
+    *) return 1 ;;
+  esac
+}
+
+# kc_retrying WHAT INPUT ARG...: kubectl ARG... with INPUT on stdin, bounded by the script's DEADLINE and sent again
+# every 5 s while it fails for a reason that passes: is_transient_api_error, or discovery not listing yet the kinds
+# of CRDs created a moment ago. Returns 1 once DEADLINE is reached, for the caller to report with its state; any
+# other failure dies. Callers send only requests that are safe to repeat (apply, wait).
+kc_retrying() {
+  local what=$1 input=$2 rc err
+  shift 2
+  while :; do
+    rc=0
+    { err=$(timeout -k "$(scaled 10)" "$(remaining)" kubectl --kubeconfig "$ADMIN_CONF" "$@" 2>&1 1>&3 <<<"$input"); } 3>&2 || rc=$?
+    ((rc != 0)) || return 0
+    [[ -z $err ]] || printf '%s\n' "$err" >&2
+    ! is_timeout_exit "$rc" || return 1
+    is_transient_api_error "$err" || [[ $err == *"no matches for kind"* || $err == *"ensure CRDs are installed"* ]] ||
+      die "$what failed (kubectl exit $rc, see above)"
+    ((SECONDS < DEADLINE)) || return 1
+    log "$what: the API server did not take the request yet; sending it again in 5 s"
+    sleep 5
+  done
+}
+
+# kc_apply WHAT SOURCE [OPTION...]: kubectl apply OPTION... -f SOURCE (a file, a URL, or - for the text on stdin),
+# through kc_retrying: a second apply of the same objects finishes what a failed one left half done.
+kc_apply() {
+  local what=$1 source=$2 manifest=''
+  shift 2
+  if [[ $source == - ]]; then manifest=$(cat); fi
+  log "applying $what"
+  kc_retrying "applying $what" "$manifest" apply "$@" -f "$source"
+}
+
 need_admin_conf() { # die unless kubectl and the cluster admin kubeconfig are there (kubeadm-init ran)
   have kubectl || die "kubectl is not installed"
   [[ -f $ADMIN_CONF ]] || die "$ADMIN_CONF does not exist: run kubeadm-init first"

@@ -1,0 +1,122 @@
+"""A busy API server, at the script level: the Calico and smoke-test steps send a request again when the API server
+times out (as a TCG control plane did in CI: `Error from server (Timeout)` on the Calico CRDs when the step re-ran),
+and stop at once, naming what failed, on an error a retry cannot cure.
+
+The scripts run exactly as the dev stack sends them (from a mock run), /etc/kubernetes moved into a temporary
+directory, with a fake kubectl and curl on PATH: the fake kubectl answers the first FAIL_APPLIES applies with
+FAIL_WITH and every later one as the API server would, and records each call.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from components.mockrun import StackRun
+from tests.node_sandbox import sandboxed
+
+MASTER = "kubernetes-master"
+SERVER_TIMEOUT = "Error from server (Timeout): Timeout: request did not complete within requested timeout - context deadline exceeded"
+NOT_VALID = 'error: error validating "STDIN": error validating data: unknown field "spec.bogus"'
+
+FAKE_KUBECTL = """#!{python}
+import os, sys
+args = [a for a in sys.argv[1:] if not a.startswith("--kubeconfig")]
+with open(os.environ["CALLS"], "a") as calls:
+    calls.write(" ".join(args) + "\\n")
+if "apply" in args:
+    done = sum(1 for line in open(os.environ["CALLS"]) if " apply " in " " + line)
+    if done <= int(os.environ.get("FAIL_APPLIES", "0")):
+        sys.exit(os.environ["FAIL_WITH"])
+    sys.stdin.read()
+    print("applied")
+elif "kustomize" in args:
+    print(open(os.path.join(args[-1], "tigera-operator.yaml")).read())
+elif "create" in args:  # --dry-run=client: the object as YAML
+    print("kind: " + args[args.index("create") + 1])
+elif "jsonpath={{.spec.ports[0].nodePort}}" in args:
+    print(30080)
+elif "jsonpath={{.items[*].metadata.name}}" in args:
+    print("apiserver calico")
+"""
+
+# -o FILE: the operator manifest calico.sh downloads; otherwise the page smoke-test.sh fetches through each node.
+FAKE_CURL = """#!/bin/bash
+for ((i = 1; i <= $#; i++)); do
+  if [[ ${!i} == -o ]]; then j=$((i + 1)); printf 'spec:\\n  containers:\\n  - image: quay.io/tigera/operator:v1.40.0\\n' >"${!j}"; exit 0; fi
+done
+echo '<title>Welcome to nginx!</title>'
+"""
+
+
+class ControlPlane:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        bin_dir = root / "bin"
+        bin_dir.mkdir()
+        for name, text in (("kubectl", FAKE_KUBECTL.format(python=sys.executable)), ("curl", FAKE_CURL)):
+            (bin_dir / name).write_text(text)
+            (bin_dir / name).chmod(0o755)
+        (root / "etc/kubernetes").mkdir(parents=True)
+        (root / "etc/kubernetes/admin.conf").write_text("fake admin kubeconfig\n")
+        self.calls = root / "calls"
+
+    def run(self, command: str, **env: str) -> subprocess.CompletedProcess[str]:
+        step, step_env, script = sandboxed(command, self.root)
+        return subprocess.run(
+            ["bash", "-c", script, step],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**step_env, **env, "PATH": f"{self.root / 'bin'}:/usr/bin:/bin", "CALLS": str(self.calls)},
+        )
+
+    def applies(self) -> list[str]:
+        return [line for line in self.calls.read_text().splitlines() if " apply " in f" {line} "]
+
+
+@pytest.fixture
+def control_plane(tmp_path: Path) -> ControlPlane:
+    return ControlPlane(tmp_path)
+
+
+def step(run: StackRun, name: str) -> str:
+    return run.named(f"{MASTER}-{name}").input("create")
+
+
+def test_calico_sends_an_apply_again_after_the_api_server_timed_out(control_plane: ControlPlane, dev_run: StackRun) -> None:
+    done = control_plane.run(step(dev_run, "calico"), FAIL_APPLIES="1", FAIL_WITH=SERVER_TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "calico available: apiserver calico\n"
+    assert SERVER_TIMEOUT in done.stderr and "sending it again in 5 s" in done.stderr
+    crds, crds_again, operator, installation = control_plane.applies()
+    assert crds == crds_again and "operator-crds.yaml" in crds and "--server-side" in crds
+    assert "tigera-operator.yaml" in operator and installation.endswith("apply -f -")
+
+
+def test_the_installation_waits_for_its_kinds_to_be_served(control_plane: ControlPlane, dev_run: StackRun) -> None:
+    not_served = 'error: resource mapping not found for name: "default": no matches for kind "Installation"; ensure CRDs are installed first'
+    done = control_plane.run(step(dev_run, "calico"), FAIL_APPLIES="3", FAIL_WITH=not_served)
+    assert done.returncode == 0, done.stderr
+    assert len(control_plane.applies()) == 6  # each of the three manifests was sent twice
+
+
+@pytest.mark.parametrize(("name", "first_apply"), [("calico", "operator-crds.yaml"), ("smoke-test", "namespace kubeadm-libvirt-smoke")])
+def test_an_error_a_retry_cannot_cure_stops_the_step_at_once(control_plane: ControlPlane, dev_run: StackRun, name: str, first_apply: str) -> None:
+    failed = control_plane.run(step(dev_run, name), FAIL_APPLIES="1", FAIL_WITH=NOT_VALID)
+    assert failed.returncode == 1
+    assert len(control_plane.applies()) == 1
+    assert NOT_VALID in failed.stderr
+    (error,) = [line for line in failed.stderr.splitlines() if " ERROR: " in line]
+    assert first_apply in error and error.endswith("failed (kubectl exit 1, see above)")
+
+
+def test_the_smoke_test_sends_its_objects_again_while_the_api_server_is_busy(control_plane: ControlPlane, dev_run: StackRun) -> None:
+    done = control_plane.run(step(dev_run, "smoke-test"), FAIL_APPLIES="2", FAIL_WITH=SERVER_TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "smoke test passed\n"
+    assert len(control_plane.applies()) == 5  # the namespace three times, then the deployment and the service
+    assert done.stderr.count("applying namespace kubeadm-libvirt-smoke: the API server did not take the request yet") == 2
