@@ -20,6 +20,13 @@ KINDS = ("InitConfiguration", "ClusterConfiguration", "KubeletConfiguration", "K
 # TLS-bootstraps its kubelet and waits for it. (upgradeManifests is for `kubeadm upgrade`; not used here.)
 INIT_TIMEOUTS = {"controlPlaneComponentHealthCheck": 240, "kubeletHealthCheck": 240, "kubernetesAPICall": 60, "etcdAPICall": 120}
 JOIN_TIMEOUTS = {"discovery": 300, "tlsBootstrap": 300, "kubeletHealthCheck": 240, "kubernetesAPICall": 60}
+# The controller manager's and the scheduler's leader election, at the components' defaults in seconds, scaled by
+# timeoutScale. A control plane short of CPU (TCG) answers a lease renewal after the 10 s renew deadline; the
+# component then exits ("leaderelection lost") and restarts, and while it is down nothing approves a joining
+# kubelet's certificate or creates a Deployment's pods. Measured in the lab at the defaults: the controller manager
+# restarted 9 times in 70 min and a worker's TLS bootstrap waited 11 min. Scaled together, the three keep the
+# order leader election requires (retry period < renew deadline < lease duration).
+LEADER_ELECTION_SECONDS = {"leader-elect-lease-duration": 15, "leader-elect-renew-deadline": 10, "leader-elect-retry-period": 2}
 # Under allowCgroupV1 (1.35+ on cgroup v1): the only preflight check the project ever ignores, on init and join.
 CGROUP_V1_IGNORED_PREFLIGHT_ERRORS = ("SystemVerification",)
 # The worker's token and the CA hash exist only in the join command on the worker's stdin (a secret, minted per
@@ -30,6 +37,10 @@ CA_CERT_HASH_PLACEHOLDER = "CA-CERT-HASH-FROM-STDIN"
 
 def kubeadm_timeouts(fields: dict[str, int], scale: TimeoutScale) -> dict[str, str]:
     return {field: scale.duration(seconds) for field, seconds in fields.items()}
+
+
+def leader_election_args(scale: TimeoutScale) -> list[dict[str, str]]:
+    return [{"name": flag, "value": scale.duration(seconds)} for flag, seconds in LEADER_ELECTION_SECONDS.items()]
 
 
 def api_server_endpoint(config: ClusterConfig) -> str:
@@ -72,6 +83,9 @@ def kubeadm_documents(config: ClusterConfig) -> list[dict[str, Any]]:
         # The kubeconfig output is used from the host through the static IP; the name helps from inside the lab.
         "apiServer": {"certSANs": [str(control_plane.ip), control_plane.name]},
     }
+    if config.timeouts.percent > 100:  # at timeoutScale 1 they are the defaults: nothing to render
+        for component in ("controllerManager", "scheduler"):
+            cluster[component] = {"extraArgs": leader_election_args(config.timeouts)}
     kubelet: dict[str, Any] = {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",

@@ -28,6 +28,7 @@ from pulumi import automation as auto
 from bench.engine import memory_figures, up_figures
 from components.images import calico_images
 from components.join_token import join_token_id
+from components.kubeadm_config import leader_election_args
 from components.mockrun import run_program
 from components.validation import NAMESPACE
 from lab.engine import config_value, copy_project, deadline
@@ -197,6 +198,14 @@ def test_the_control_plane_kube_proxy_and_coredns_run_from_the_mirror(cluster: C
     images = {c["image"] for p in pods for c in p["spec"]["containers"]}
     mirror_repository = MirrorEndpoints(LAB_GATEWAY).image_repository
     assert all(image.startswith(mirror_repository + "/") for image in images), images
+    # The stack's timeoutScale stretches leader election (components/kubeadm_config.py says why); the restarts
+    # are printed, not asserted: how often a starved component still loses its lease is a figure, not a contract.
+    scale = validate(STACK, cluster.config).timeouts
+    expected = {f"--{item['name']}={item['value']}" for item in leader_election_args(scale)}
+    for component in ("kube-controller-manager", "kube-scheduler"):
+        (pod,) = [p for p in pods if p["metadata"]["name"] == f"{component}-{CONTROL_PLANE}"]
+        assert expected <= set(pod["spec"]["containers"][0]["command"]), component
+        print(f"{component}: {pod['status']['containerStatuses'][0]['restartCount']} restarts")
 
 
 def test_a_nodeport_serves_through_every_node_from_the_lab_namespace(cluster: ClusterRun) -> None:

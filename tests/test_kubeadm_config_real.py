@@ -11,6 +11,7 @@ import pytest
 from components.kubeadm_config import (
     CA_CERT_HASH_PLACEHOLDER,
     JOIN_TOKEN_PLACEHOLDER,
+    kubeadm_documents,
     render_join_configuration,
     render_kubeadm_config,
 )
@@ -60,6 +61,18 @@ def test_kubeadm_accepts_the_join_configuration(built_kubeadm: Path, tmp_path: P
         text = text.replace(JOIN_TOKEN_PLACEHOLDER, TOKEN).replace(CA_CERT_HASH_PLACEHOLDER, CA_HASH)
         done = validate(built_kubeadm, text, tmp_path)
         assert done.returncode == 0, f"kubeadm {PINNED} rejects {worker.name}'s join configuration: {done.stderr}"
+
+
+def test_leader_election_stretches_with_timeout_scale_and_is_left_at_its_defaults_otherwise() -> None:
+    scaled = kubeadm_documents(config_for(accelerator="tcg", timeoutScale="4"))[1]
+    expected = [
+        {"name": "leader-elect-lease-duration", "value": "1m"},
+        {"name": "leader-elect-renew-deadline", "value": "40s"},
+        {"name": "leader-elect-retry-period", "value": "8s"},
+    ]
+    assert scaled["controllerManager"] == scaled["scheduler"] == {"extraArgs": expected}
+    default = kubeadm_documents(config_for())[1]
+    assert "controllerManager" not in default and "scheduler" not in default
 
 
 def test_the_check_can_fail(built_kubeadm: Path, tmp_path: Path) -> None:
