@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from components.mockrun import StackRun
-from tests.node_sandbox import sandboxed
+from tests.node_sandbox import install_fakes, run_sandboxed
 
 MASTER = "kubernetes-master"
 SERVER_TIMEOUT = "Error from server (Timeout): Timeout: request did not complete within requested timeout - context deadline exceeded"
@@ -55,24 +55,13 @@ echo '<title>Welcome to nginx!</title>'
 class ControlPlane:
     def __init__(self, root: Path) -> None:
         self.root = root
-        bin_dir = root / "bin"
-        bin_dir.mkdir()
-        for name, text in (("kubectl", FAKE_KUBECTL.format(python=sys.executable)), ("curl", FAKE_CURL)):
-            (bin_dir / name).write_text(text)
-            (bin_dir / name).chmod(0o755)
+        install_fakes(root / "bin", {"kubectl": FAKE_KUBECTL.format(python=sys.executable), "curl": FAKE_CURL})
         (root / "etc/kubernetes").mkdir(parents=True)
         (root / "etc/kubernetes/admin.conf").write_text("fake admin kubeconfig\n")
         self.calls = root / "calls"
 
     def run(self, command: str, **env: str) -> subprocess.CompletedProcess[str]:
-        step, step_env, script = sandboxed(command, self.root)
-        return subprocess.run(
-            ["bash", "-c", script, step],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env={**step_env, **env, "PATH": f"{self.root / 'bin'}:/usr/bin:/bin", "CALLS": str(self.calls)},
-        )
+        return run_sandboxed(command, self.root, self.root / "bin", {**env, "CALLS": str(self.calls)}, timeout=120)
 
     def applies(self) -> list[str]:
         return [line for line in self.calls.read_text().splitlines() if " apply " in f" {line} "]

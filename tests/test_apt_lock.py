@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.node_sandbox import install_fakes
+
 SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "components" / "scripts"
 LIBRARY = SCRIPTS_DIR / "lib" / "common.sh"
 
@@ -50,10 +52,7 @@ def run_library(tmp_path: Path, snippet: str, *, locked_runs: int, apt_version: 
                 lock_error: str = BIONIC_LOCK_ERROR, **env: str) -> tuple[subprocess.CompletedProcess[str], float, list[str]]:
     """Run `snippet` after lib/common.sh with the fake apt on PATH; (result, seconds taken, recorded calls)."""
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir(exist_ok=True)
-    for tool in ("apt-get", "apt-mark"):
-        (bin_dir / tool).write_text(FAKE_APT)
-        (bin_dir / tool).chmod(0o755)
+    install_fakes(bin_dir, dict.fromkeys(("apt-get", "apt-mark"), FAKE_APT))
     (tmp_path / "locked-runs").write_text(str(locked_runs))
     started = time.monotonic()
     result = subprocess.run(

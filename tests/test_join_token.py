@@ -18,7 +18,7 @@ import pytest
 
 from components.join_token import join_token_id
 from components.mockrun import StackRun
-from tests.node_sandbox import sandboxed
+from tests.node_sandbox import install_fakes, run_sandboxed
 
 MASTER, WORKER = "kubernetes-master", "kubernetes-slave1"
 HOURS = 3600
@@ -104,10 +104,8 @@ class Cluster:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.bin = root / "bin"
-        self.bin.mkdir()
-        for name, text in (("kubeadm", FAKE_KUBEADM), ("kubectl", FAKE_KUBECTL)):
-            (self.bin / name).write_text(text.format(python=sys.executable, ca_hash=CA_HASH))
-            (self.bin / name).chmod(0o755)
+        fakes = {"kubeadm": FAKE_KUBEADM, "kubectl": FAKE_KUBECTL}
+        install_fakes(self.bin, {name: text.format(python=sys.executable, ca_hash=CA_HASH) for name, text in fakes.items()})
         self.store = root / "tokens.json"
         self.calls = root / "calls"
         (root / "control-plane/etc/kubernetes").mkdir(parents=True)
@@ -123,18 +121,10 @@ class Cluster:
     def run(self, node: str, command: str, stdin: str = "", now: float = 0, **env: str) -> subprocess.CompletedProcess[str]:
         """A step's command (`sudo env ... bash -c SCRIPT step`) on `node`, its paths moved under that node's tree."""
         node_root = self.root / node
-        step, step_env, script = sandboxed(command, node_root)
-        return subprocess.run(
-            ["bash", "-c", script, step],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={
-                **step_env, **env, "PATH": f"{self.bin}:/usr/sbin:/usr/bin:/sbin:/bin", "SANDBOX": str(self.root),
-                "NODE_ROOT": str(node_root), "TOKEN_STORE": str(self.store), "CALLS": str(self.calls), "FAKE_NOW": str(now),
-            },
-        )  # fmt: skip
+        return run_sandboxed(command, node_root, self.bin, stdin=stdin, env={
+            **env, "SANDBOX": str(self.root), "NODE_ROOT": str(node_root), "TOKEN_STORE": str(self.store),
+            "CALLS": str(self.calls), "FAKE_NOW": str(now),
+        })  # fmt: skip
 
 
 @pytest.fixture

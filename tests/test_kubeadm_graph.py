@@ -17,7 +17,7 @@ from components.mockrun import Registration, StackRun, redact, run_program
 from components.plan import readable_command, split_invocation
 from components.step_graph import command_dependencies, longest_chain, redundant_waits
 from tests.golden import assert_matches_golden
-from tests.node_sandbox import sandboxed
+from tests.node_sandbox import install_fakes, run_sandboxed
 
 COMMAND = "command:remote:Command"
 MASTER, SLAVE1, SLAVE2 = "kubernetes-master", "kubernetes-slave1", "kubernetes-slave2"
@@ -283,19 +283,8 @@ esac
 def run_join_in_sandbox(tmp_path: Path, create: str, stdin: str) -> subprocess.CompletedProcess[str]:
     """The kubeadm-join text the stack sends, with its /etc/kubernetes and log paths moved into tmp_path and a fake
     kubeadm on PATH: the script's own parsing and file handling run for real, nothing on this machine changes."""
-    step, env, script = sandboxed(create, tmp_path)
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir(exist_ok=True)
-    (bin_dir / "kubeadm").write_text(FAKE_KUBEADM)
-    (bin_dir / "kubeadm").chmod(0o755)
-    return subprocess.run(
-        ["bash", "-c", script, step],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**env, "PATH": f"{bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin", "SANDBOX": str(tmp_path)},
-    )
+    install_fakes(tmp_path / "bin", {"kubeadm": FAKE_KUBEADM})
+    return run_sandboxed(create, tmp_path, tmp_path / "bin", {"SANDBOX": str(tmp_path)}, stdin=stdin)
 
 
 def test_kubeadm_join_completes_its_configuration_from_stdin(tmp_path: Path, dev_run: StackRun) -> None:
