@@ -20,7 +20,7 @@ from components.project_files import merged_config
 from components.validation import NAMESPACE, ConfigError, RawConfig, parse_cluster_config
 from lab import host, mirror_services, netns
 from lab.calico import ensure_calico
-from lab.engine import Engine, copy_project, deadline
+from lab.engine import REFRESH_EXCLUDES, Engine, copy_project, deadline
 from lab.errors import LabError
 from lab.image import build_guest_image
 from lab.paths import cache_root
@@ -77,7 +77,7 @@ def run_operation(operation: str, stack: str, host_name: str, overrides: Mapping
         "preview": lambda: selected.preview(diff=True, on_output=print),
         # --continue-on-error: every step that does not wait on a failed one still runs.
         "up": lambda: selected.up(on_output=print, continue_on_error=True),
-        "refresh": lambda: selected.refresh(on_output=print),
+        "refresh": lambda: selected.refresh(on_output=print, exclude=list(REFRESH_EXCLUDES)),
         "destroy": lambda: selected.destroy(on_output=print),
     }
     try:

@@ -22,7 +22,7 @@ from pulumi import automation as auto
 from lab import host, mirror_services, netns
 from lab.calico import ensure_calico
 from lab.consoles import ConsoleRecorder, recording
-from lab.engine import Engine, deadline, release
+from lab.engine import REFRESH_EXCLUDES, Engine, deadline, release
 from lab.errors import LabError
 from lab.image import build_guest_image
 from lab.mirror import Mirror, ensure_mirror
@@ -53,6 +53,23 @@ class Lab:
             print(self.unbooted_consoles(state_resources(stack)))
             return str(error)
         return ""
+
+    def bounded_refresh(self, stack: auto.Stack, seconds: float) -> dict[str, str]:
+        """`pulumi refresh --exclude` (the README's: the cloud-init disks left out, lab/engine.py says why) of `stack`
+        within `seconds`; name -> the step the engine took, for each resource it read. After a failure the stack is
+        unlocked and the CLI's error raised."""
+        events: list[auto.EngineEvent] = []
+        try:
+            with deadline(seconds, f"pulumi refresh of stack {stack.name}"):
+                stack.refresh(on_output=print, on_event=events.append, exclude=list(REFRESH_EXCLUDES))
+        except auto.CommandError:
+            release(stack)
+            raise
+        return {
+            event.resource_pre_event.metadata.urn.rsplit("::", 1)[1]: event.resource_pre_event.metadata.op.value
+            for event in events
+            if event.resource_pre_event is not None
+        }
 
     def leave_empty(self, stack: auto.Stack, seconds: float) -> None:
         """Destroy what `stack` holds, so the session's host is empty for the next module, also after a test failed.

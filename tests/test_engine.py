@@ -44,6 +44,7 @@ PRIVATE_KEY_MARKERS = ("PRIVATE KEY-----", "BEGIN OPENSSH PRIVATE KEY")
 # Past them the CLI is interrupted and the test fails, rather than CI hanging.
 UP_SECONDS = 15 * 60
 QUICK_SECONDS = 5 * 60
+REFRESH_SECONDS = 2 * 60  # a refresh of the lab stack takes 1-2 s; past this it hangs (lab.bounded_refresh)
 
 
 @pytest.fixture(scope="module")
@@ -530,9 +531,10 @@ def test_a_vm_destroyed_out_of_band_comes_back_with_its_address_and_host_key(lab
     lab.host.virsh("destroy", name)
     lab.host.virsh("undefine", name)
 
-    with deadline(QUICK_SECONDS, "pulumi refresh"):
-        stack.refresh(on_output=print)
-    assert f"{name}-domain" not in state_resources(stack)
+    read = lab.bounded_refresh(stack, REFRESH_SECONDS)
+    assert read[f"{name}-domain"] == "refresh" and f"{name}-domain" not in state_resources(stack)
+    # The README's refresh leaves the cloud-init disks out (lab/engine.py, REFRESH_EXCLUDES: why): none was read.
+    assert [step for step, op in read.items() if step.endswith("-cloudinit") and op == "refresh"] == []
     with deadline(UP_SECONDS, "pulumi up (recreate)"):
         with pytest.raises(auto.CommandError, match="container-runtime"):
             stack.up(on_output=print, continue_on_error=True)
@@ -545,10 +547,25 @@ def test_a_vm_destroyed_out_of_band_comes_back_with_its_address_and_host_key(lab
     assert offered == {" ".join(pinned.split()[:2])}
 
 
-def test_destroy_leaves_nothing_in_libvirt(lab: Lab, first_up: UpRun) -> None:
+def test_a_destroy_with_a_vm_gone_completes_as_the_readme_says_and_leaves_nothing_in_libvirt(lab: Lab, first_up: UpRun) -> None:
+    stack = first_up.stack
+    gone = NEW_WORKER["name"]
+    domain_urn = state_resources(stack)[f"{gone}-domain"]["urn"]
+    lab.host.virsh("destroy", gone)
+    lab.host.virsh("undefine", gone)
+
+    # The libvirt plugin cannot delete a domain that is not there: the destroy names it and stops there.
+    with deadline(QUICK_SECONDS * 2, "pulumi destroy (a VM gone)"):
+        with pytest.raises(auto.CommandError, match=rf"(?s){gone}-domain.*Domain not found"):
+            stack.destroy(on_output=print)
+    # README, Troubleshooting: forget the gone VM and what depends on it (its steps: nothing of them is left to
+    # undo), then destroy the rest.
+    lab.engine.cli(Path(stack.workspace.work_dir), "state", "delete", domain_urn, "--target-dependents", "--yes", "--stack", stack.name)
+    # What the domain was made from stays, for the destroy to delete.
+    assert {name for name in state_resources(stack) if name.startswith(f"{gone}-")} == {f"{gone}-disk", f"{gone}-cloudinit"}
     with deadline(QUICK_SECONDS * 2, "pulumi destroy"):
-        first_up.stack.destroy(on_output=print)
+        stack.destroy(on_output=print)
     assert lab.host.virsh("list", "--all", "--name").strip() == ""
     assert "kvl-lab" not in lab.host.virsh("net-list", "--all", "--name")
     assert lab.host.virsh("vol-list", "default").strip() == ""
-    assert state_resources(first_up.stack) == {}
+    assert state_resources(stack) == {}
