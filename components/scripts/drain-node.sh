@@ -39,10 +39,19 @@ while :; do
 done
 
 # --- drain, then delete ----------------------------------------------------------------------
+drain_options=(--ignore-daemonsets --delete-emptydir-data --force --timeout="${drain_timeout}s")
+ready=$(kc get node "$NODE_NAME" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' \
+  --request-timeout="$request_timeout" 2>/dev/null) || ready=''
+if [[ $ready == Unknown ]]; then
+  # The node stopped reporting (its VM gone or off): no kubelet will confirm its pods' deletion, so waiting for them
+  # would only run out the drain timeout. Evict them (their controllers start replacements) and go on.
+  log "node $NODE_NAME is unreachable (Ready=Unknown): evicting its pods without waiting for them to end"
+  drain_options+=(--skip-wait-for-delete-timeout=1)
+fi
 log "draining $NODE_NAME (at most ${drain_timeout}s)"
 # kubectl's own --timeout ends the drain; the outer bound only catches a kubectl that hangs past it.
 if ! timeout -k "$(scaled 10)" "$((drain_timeout + $(scaled 30)))" kubectl --kubeconfig "$ADMIN_CONF" drain "$NODE_NAME" \
-  --ignore-daemonsets --delete-emptydir-data --force --timeout="${drain_timeout}s" >&2; then
+  "${drain_options[@]}" >&2; then
   warn "draining $NODE_NAME did not complete within ${drain_timeout}s; deleting the node anyway"
 fi
 log "deleting node $NODE_NAME"
