@@ -136,7 +136,7 @@ class KubeadmCluster(pulumi.ComponentResource):
         depends_on: Sequence[pulumi.Resource],
         triggers: Sequence[pulumi.Input[str]],
         *,
-        delete: str | None = None,
+        delete: pulumi.Input[str] | None = None,
         stdin: pulumi.Input[str] | None = None,
         secret_stdout: bool = False,
         deleted_with: pulumi.Resource | None = None,
@@ -233,7 +233,9 @@ class KubeadmCluster(pulumi.ComponentResource):
             deleted_with=control_plane.domain,
         )
         # The worker as a member of the cluster: created once its Node is Ready; removing the worker from `nodes`
-        # drains and deletes the Node through the control plane (skipped when the control plane goes too).
+        # drains and deletes the Node through the control plane (skipped when the control plane goes too). When the
+        # worker's VM is replaced (a domain recreated after it was lost), this is replaced after the new VM joined
+        # under the same name: the hook knows its own VM's UUID and leaves the new VM's Node alone.
         # A node is Ready only with a CNI: after Calico, so a failed Calico step skips this wait instead of it
         # running out its (scaled) bound.
         return self._step(
@@ -242,6 +244,6 @@ class KubeadmCluster(pulumi.ComponentResource):
             steps.node_ready(config, spec),
             [join, calico],
             triggers,
-            delete=steps.drain_node(config, spec),
+            delete=worker.domain_id.apply(lambda domain_uuid: steps.drain_node(config, spec, domain_uuid)),
             deleted_with=control_plane.domain,
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import runpy
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,6 +144,12 @@ def fake_key_pair(name: str) -> tuple[str, str]:
     return private, _fake_public_key(name)
 
 
+def mock_domain_uuid(resource_name: str) -> str:
+    """The id a mock run gives the libvirt Domain named `resource_name`: a UUID, as the real provider's (drain-node.sh
+    checks it as one), derived from the name so golden files stay stable."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"kubeadm-libvirt:mock-domain:{resource_name}"))
+
+
 class ProgramMocks(pulumi.runtime.Mocks):
     """Echo inputs back as outputs, with deterministic ids and plausible computed outputs."""
 
@@ -157,6 +164,8 @@ class ProgramMocks(pulumi.runtime.Mocks):
         if args.typ == "command:remote:Command":
             outputs["stdout"] = self._stdout_for(args.name)
             outputs["stderr"] = ""
+        if args.typ == "libvirt:index/domain:Domain":
+            return mock_domain_uuid(args.name), outputs  # as the provider: the domain's libvirt UUID
         return f"{args.name}-id", outputs
 
     def _stdout_for(self, name: str) -> str:

@@ -262,12 +262,15 @@ def reset_node(config: ClusterConfig) -> str:
     )
 
 
-def drain_node(config: ClusterConfig, worker: NodeSpec) -> str:
+def drain_node(config: ClusterConfig, worker: NodeSpec, domain_uuid: str) -> str:
+    """`domain_uuid`: the libvirt UUID of the worker's VM when its membership was made, which the VM's kubelet reports
+    as the Node's system UUID: the hook leaves alone a Node that another VM of the same name has joined since."""
     return invocation(
         config,
         "drain-node.sh",
         {
             "NODE_NAME": worker.name,
+            "NODE_SYSTEM_UUID": domain_uuid,
             "DRAIN_TIMEOUT_SECONDS": bound(config, DRAIN_TIMEOUT),
             "API_WAIT_TIMEOUT_SECONDS": bound(config, DRAIN_API_WAIT_TIMEOUT),
         },

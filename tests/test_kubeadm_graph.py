@@ -13,7 +13,7 @@ import yaml
 
 from components.join_token import join_token_id
 from components.kubeadm_config import KINDS
-from components.mockrun import Registration, StackRun, redact, run_program
+from components.mockrun import Registration, StackRun, mock_domain_uuid, redact, run_program
 from components.plan import readable_command, split_invocation
 from components.step_graph import command_dependencies, longest_chain, redundant_waits
 from tests.golden import assert_matches_golden
@@ -152,9 +152,9 @@ def test_replacing_a_vm_reruns_its_steps(dev_run: StackRun) -> None:
     for step in commands(dev_run).values():
         assert "triggers[*]" in step.replace_on_changes, step.name
         node = node_at[step.input("connection")["host"]]
-        assert f"{node}-domain-id" in step.input("triggers"), step.name
-    assert dev_run.named(f"{SLAVE1}-os-prep").input("triggers") == [f"{SLAVE1}-domain-id"]
-    assert dev_run.named(f"{SLAVE1}-kubeadm-join").input("triggers") == [f"{SLAVE1}-domain-id", f"{MASTER}-domain-id"]
+        assert mock_domain_uuid(f"{node}-domain") in step.input("triggers"), step.name
+    assert dev_run.named(f"{SLAVE1}-os-prep").input("triggers") == [mock_domain_uuid(f"{SLAVE1}-domain")]
+    assert dev_run.named(f"{SLAVE1}-kubeadm-join").input("triggers") == [mock_domain_uuid(f"{SLAVE1}-domain"), mock_domain_uuid(f"{MASTER}-domain")]
 
 
 def test_guards_are_in_the_scripts(dev_run: StackRun) -> None:

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # drain-node.sh: on the control plane, drain a worker and delete its Node object (the delete hook of a worker's membership).
-# Safe to re-run: exits 0 when the node object does not exist (or the cluster is gone); a drain timeout only warns.
-# Inputs (env): NODE_NAME (the worker's node name), DRAIN_TIMEOUT_SECONDS, API_WAIT_TIMEOUT_SECONDS (optional, default 60:
-#               how long an unanswering API server is waited for), TIMEOUT_SCALE_PERCENT (optional).
+# Safe to re-run: exits 0 when the node object does not exist (or the cluster is gone, or another VM joined under its name).
+# Inputs (env): NODE_NAME, NODE_SYSTEM_UUID (the libvirt UUID of this membership's VM), DRAIN_TIMEOUT_SECONDS,
+#               API_WAIT_TIMEOUT_SECONDS (optional, default 60), TIMEOUT_SCALE_PERCENT (optional).
 set -euo pipefail
 
 # --- inputs (all checked before anything changes; exit 2 when invalid) ------------------------
 timeout_scale_input
 check_input NODE_NAME is_node_name "expected a lowercase DNS name such as k8s-w1"
+check_input NODE_SYSTEM_UUID is_uuid "expected the worker VM's libvirt UUID such as 0df39e25-5d31-4511-83b1-5c06e8382080"
 seconds_input DRAIN_TIMEOUT_SECONDS 1
 seconds_input API_WAIT_TIMEOUT_SECONDS 1 "$(scaled 60)"
 exit_on_problems
@@ -38,10 +39,21 @@ while :; do
   sleep 5
 done
 
+# --- whose Node is it, and does it still report? --------------------------------------------
+# A VM's kubelet reports its libvirt UUID as the Node's system UUID. When the worker's VM was replaced (its domain
+# lost and created again), the new VM joins under the same name before this old membership's hook runs: its Node,
+# with another UUID, is left alone.
+node_state=$(kc get node "$NODE_NAME" --request-timeout="$request_timeout" \
+  -o 'jsonpath={.status.nodeInfo.systemUUID}|{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null) || node_state='|'
+IFS='|' read -r system_uuid ready <<<"$node_state"
+if [[ -n $system_uuid && ${system_uuid,,} != "${NODE_SYSTEM_UUID,,}" ]]; then
+  log "node $NODE_NAME now runs on another VM (system UUID $system_uuid, not this membership's $NODE_SYSTEM_UUID): it joined again; leaving it in the cluster"
+  printf 'node %s: another VM joined under this name, not removed\n' "$NODE_NAME"
+  exit 0
+fi
+
 # --- drain, then delete ----------------------------------------------------------------------
 drain_options=(--ignore-daemonsets --delete-emptydir-data --force --timeout="${drain_timeout}s")
-ready=$(kc get node "$NODE_NAME" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' \
-  --request-timeout="$request_timeout" 2>/dev/null) || ready=''
 if [[ $ready == Unknown ]]; then
   # The node stopped reporting (its VM gone or off): no kubelet will confirm its pods' deletion, so waiting for them
   # would only run out the drain timeout. Evict them (their controllers start replacements) and go on.

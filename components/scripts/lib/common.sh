@@ -70,6 +70,7 @@ is_node_name() { ((${#1} <= 253)) && [[ $1 =~ $NODE_NAME_RE ]]; } # a Kubernetes
 is_login_name() { [[ $1 =~ ^[a-z_][a-z0-9_-]{0,31}$ ]]; }
 is_http_url() { [[ $1 =~ ^https?://[^[:space:]]+$ ]]; }
 is_token_id() { [[ $1 =~ ^[a-z0-9]{6}$ ]]; } # the public half of a kubeadm bootstrap token
+is_uuid() { [[ $1 =~ ^[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$ ]]; }
 is_image_ref() { [[ $1 =~ ^[A-Za-z0-9][A-Za-z0-9._/:@-]*$ ]]; }
 
 # --- time ------------------------------------------------------------------------------------
