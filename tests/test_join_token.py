@@ -62,6 +62,10 @@ elif args[:2] == ["token", "delete"]:
     print('bootstrap token "%s" deleted' % args[2])
 elif args[:2] == ["config", "validate"]:
     pass
+elif args[:2] == ["reset", "-f"]:  # what kubeadm reset removes that the join wrote
+    import shutil
+    shutil.rmtree(os.path.join(os.environ["NODE_ROOT"], "etc/kubernetes"), ignore_errors=True)
+    print("[reset] Deleted contents of the etc directories")
 elif args[:2] == ["join", "--config"]:
     token_id, secret = re.search(r'token: "([a-z0-9]{{6}})\\.([a-z0-9]{{16}})"', open(args[2]).read()).groups()
     if not valid(token_id):
@@ -75,7 +79,13 @@ elif args[:2] == ["join", "--config"]:
         open(marker, "w").close()
         sys.exit("error execution phase preflight: [preflight] Some fatal errors occurred:\\n\\t[ERROR Port-10250]: Port 10250 is in use")
     kubelet_conf = os.path.join(os.environ["NODE_ROOT"], "etc/kubernetes/kubelet.conf")
-    os.makedirs(os.path.dirname(kubelet_conf), exist_ok=True)
+    os.makedirs(os.path.join(os.environ["NODE_ROOT"], "etc/kubernetes/pki"), exist_ok=True)
+    if os.path.exists(os.path.join(os.environ["NODE_ROOT"], "etc/kubernetes/pki/ca.crt")):  # kubeadm's preflight
+        sys.exit("error execution phase preflight: [ERROR FileAvailable--etc-kubernetes-pki-ca.crt]: /etc/kubernetes/pki/ca.crt already exists")
+    open(os.path.join(os.environ["NODE_ROOT"], "etc/kubernetes/pki/ca.crt"), "w").close()
+    open(os.path.join(os.environ["NODE_ROOT"], "etc/kubernetes/bootstrap-kubelet.conf"), "w").close()
+    if os.environ.get("POWER_OFF_MID_JOIN"):  # the join wrote its first files, then stopped with its VM
+        sys.exit(137)
     open(kubelet_conf, "w").close()
     print("This node has joined the cluster")
 else:
@@ -173,6 +183,28 @@ def test_a_join_retried_days_later_still_finds_its_token_and_then_it_is_gone(clu
     assert token.split(".")[1] not in cleaned.stdout + cleaned.stderr
     repeated = cluster.run("control-plane", cleanup, stdin=join_line + "\n", now=72 * HOURS)
     assert repeated.returncode == 0 and repeated.stdout == f"join token {token_id} of {WORKER}: already gone\n"
+
+
+def test_a_join_stopped_half_way_is_undone_and_run_again(cluster: Cluster, dev_run: StackRun) -> None:
+    """The mission's fault: the worker's VM powered off while kubeadm join ran (the join wrote the cluster's CA and
+    its bootstrap kubeconfig, then the VM went). `pulumi up` runs the join step again: it resets what the half-done
+    join left, then joins."""
+    mint, _, join, _ = steps_of(dev_run)
+    join_line = cluster.run("control-plane", mint).stdout.strip()
+    stopped = cluster.run("worker", join, stdin=join_line + "\n", POWER_OFF_MID_JOIN="1")
+    assert stopped.returncode != 0
+    assert (cluster.root / "worker/etc/kubernetes/pki/ca.crt").exists()
+    assert not (cluster.root / "worker/etc/kubernetes/kubelet.conf").exists()
+
+    again = cluster.run("worker", join, stdin=join_line + "\n")
+    assert again.returncode == 0, again.stderr
+    assert "an earlier 'kubeadm join' stopped half-way; undoing it with kubeadm reset -f" in again.stderr
+    calls = cluster.kubeadm_calls()
+    assert calls.index("reset -f") < max(i for i, call in enumerate(calls) if call.startswith("join "))
+    assert again.stdout == f"node {WORKER} joined\n"
+    # Joined now: a third run finds nothing to do, and resets nothing.
+    third = cluster.run("worker", join, stdin=join_line + "\n")
+    assert third.returncode == 0 and "already joined" in third.stderr and cluster.kubeadm_calls().count("reset -f") == 1
 
 
 def test_an_expiring_token_is_what_failed_before(cluster: Cluster, dev_run: StackRun) -> None:

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # kubeadm-join.sh: join this worker with JOIN_CONFIGURATION, completed by the token and CA hash of the join command on STDIN (a secret: never echoed, logged redacted).
-# Safe to re-run: exits 0 when /etc/kubernetes/kubelet.conf exists; refuses (no auto-reset) after a half-done join.
+# Safe to re-run: exits 0 when /etc/kubernetes/kubelet.conf exists; a half-done join (a VM powered off mid-join) is reset first.
 # Inputs: env NODE_NAME, JOIN_CONFIGURATION (kubeadm JoinConfiguration with the two placeholders below), JOIN_TIMEOUT_SECONDS, JOIN_TOKEN_STEP (the
 #   step that minted the token), TIMEOUT_SCALE_PERCENT (optional); STDIN (one line): kubeadm join HOST:PORT --token T --discovery-token-ca-cert-hash sha256:H
 set -euo pipefail
 
 KUBELET_CONF=/etc/kubernetes/kubelet.conf
 LOG_FILE=$LOG_DIR/kubeadm-join.log
+RESET_LOG_FILE=$LOG_DIR/kubeadm-join-reset.log
 # A config file, not flags: kubeadm's timeouts (scaled by the stack) exist only there, and kubeadm refuses --config
 # mixed with --token. The secret parts arrive on STDIN and replace these placeholders (components/kubeadm_config.py).
 TOKEN_PLACEHOLDER=JOIN-TOKEN-FROM-STDIN
@@ -73,12 +74,21 @@ fi
 exit_on_problems
 
 # --- half-done join? -------------------------------------------------------------------------
-for f in /etc/kubernetes/bootstrap-kubelet.conf /etc/kubernetes/pki/ca.crt; do
-  if [[ -e $f ]]; then
-    die "$f exists but $KUBELET_CONF does not: an earlier 'kubeadm join' stopped half-way; run 'sudo kubeadm reset -f' on this node, then re-run this step"
-  fi
-done
 have kubeadm || die "kubeadm is not installed (run install-kube-packages first)"
+# An earlier join stopped half-way (the VM powered off or rebooted during it, a timeout, a failure past preflight):
+# its files would fail kubeadm's preflight. A worker holds no cluster state of its own (unlike the control plane's
+# etcd, which kubeadm-init.sh never resets), so what it left is undone with kubeadm reset and the join runs again.
+for f in /etc/kubernetes/bootstrap-kubelet.conf /etc/kubernetes/pki/ca.crt; do
+  [[ -e $f ]] || continue
+  ensure_log_dir
+  warn "$f exists but $KUBELET_CONF does not: an earlier 'kubeadm join' stopped half-way; undoing it with kubeadm reset -f (log: $RESET_LOG_FILE)"
+  if ! timeout -k "$(scaled 10)" "$(scaled 300)" kubeadm reset -f >"$RESET_LOG_FILE" 2>&1; then
+    tail -n 30 "$RESET_LOG_FILE" >&2
+    die "kubeadm reset -f of the half-done join failed (log: $RESET_LOG_FILE); run it on this node by hand, then re-run this step"
+  fi
+  log "the half-done join is undone"
+  break
+done
 
 # --- join ------------------------------------------------------------------------------------
 redact() { sed -E 's/[a-z0-9]{6}\.[a-z0-9]{16}/<redacted-token>/g; s/(--token[= ])[^ ]+/\1<redacted>/g'; }
@@ -98,7 +108,7 @@ rc=0
 if ((rc != 0)); then
   tail -n 60 "$LOG_FILE" >&2
   if is_timeout_exit "$rc"; then
-    die "kubeadm join did not finish within JOIN_TIMEOUT_SECONDS=${JOIN_TIMEOUT_SECONDS}s; run 'sudo kubeadm reset -f' on this node before retrying"
+    die "kubeadm join did not finish within JOIN_TIMEOUT_SECONDS=${JOIN_TIMEOUT_SECONDS}s; pulumi up runs this step again, resetting what it left first"
   fi
   # Discovery (before anything is written here) found no valid token: it was deleted, or replaced by a newer mint,
   # after the step that minted it handed it over (it has no expiry). Only a fresh mint helps, not a retry.
@@ -106,7 +116,7 @@ if ((rc != 0)); then
   if [[ -n $refused ]]; then
     die "the control plane does not accept this worker's join token (deleted or re-minted since it was handed over; kubeadm: ${refused##*] }). Mint a fresh one by replacing the step that mints it, $JOIN_TOKEN_STEP, which runs this join again with the new token: pulumi up --replace <its URN> (\`pulumi stack --show-urns | grep -- '::$JOIN_TOKEN_STEP\$'\` prints it)"
   fi
-  die "kubeadm join failed (exit $rc, log in $LOG_FILE); if it got past preflight, run 'sudo kubeadm reset -f' on this node before retrying"
+  die "kubeadm join failed (exit $rc, log in $LOG_FILE); fix the cause, then pulumi up runs this step again, resetting what it left first"
 fi
 [[ -f $KUBELET_CONF ]] || die "kubeadm join exited 0 but $KUBELET_CONF was not written"
 log "joined"
