@@ -24,23 +24,30 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "scaling: adds and removes a worker on the live lab cluster (half an hour more under TCG); deselected unless --scaling",
     )
+    config.addinivalue_line(
+        "markers",
+        "faults: the mission's faults on the live lab cluster (a worker's VM lost, brought back); deselected unless --faults",
+    )
     # pulumi_command's package import warns about its deprecated CopyFile resource, which the program does not use.
     config.addinivalue_line("filterwarnings", "ignore:This resource is deprecated:DeprecationWarning")
 
 
+OPT_IN_MARKERS = ("scaling", "faults")  # each run only with --<marker>
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--scaling", action="store_true", help="also run the tests marked scaling (the cluster test's add and remove of a worker)")
+    parser.addoption("--faults", action="store_true", help="also run the tests marked faults (the cluster test's lost worker VM)")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The scaling tests are deselected (reported as such, never as passed) unless --scaling: with them the cluster
-    test takes about 30 minutes more under TCG, more than CI's time allows (README, Tests)."""
-    if config.getoption("--scaling"):
-        return
-    deselected = [item for item in items if item.get_closest_marker("scaling")]
+    """The scaling and fault tests are deselected (reported as such, never as passed) unless asked for: each adds
+    about half an hour to the cluster test under TCG, more than CI's time allows (README, Tests)."""
+    left_out = [marker for marker in OPT_IN_MARKERS if not config.getoption(f"--{marker}")]
+    deselected = [item for item in items if any(item.get_closest_marker(marker) for marker in left_out)]
     if deselected:
         config.hook.pytest_deselected(items=deselected)
-        items[:] = [item for item in items if not item.get_closest_marker("scaling")]
+        items[:] = [item for item in items if item not in deselected]
 
 
 @dataclass(frozen=True)

@@ -335,6 +335,39 @@ def test_a_worker_removed_is_drained_deleted_and_its_vm_gone(cluster: ClusterRun
     assert name not in cluster.lab.host.virsh("list", "--all", "--name").split()
 
 
+@pytest.mark.faults
+def test_a_joined_workers_vm_destroyed_out_of_band_comes_back_and_rejoins(cluster: ClusterRun) -> None:
+    """The mission's fault: a joined worker's VM lost outside Pulumi (destroyed and undefined), then the README's
+    `pulumi refresh --exclude ...` and `pulumi up`. The worker comes back as a new VM under the same name and joins
+    again; the old membership's drain hook (run after that join, as a replaced step's delete) leaves the new VM's Node
+    alone; then nothing is left to change."""
+    worker = WORKERS[0]
+    lab = cluster.lab
+    lost = lab.host.virsh("domuuid", worker).strip()
+    lab.host.virsh("destroy", worker)
+    lab.host.virsh("undefine", worker)
+    lab.bounded_refresh(cluster.stack, QUICK_SECONDS)
+    assert f"{worker}-domain" not in state_resources(cluster.stack)
+
+    output: list[str] = []
+    events: list[auto.EngineEvent] = []
+    started = time.monotonic()
+    error = lab.bounded_up(cluster.stack, ADD_SECONDS, output, events)
+    mock = run_program(STACK, overrides=cluster.config)
+    print(up_figures(f"pulumi up bringing back {worker} after its VM was lost", mock, events, time.monotonic() - started))
+    assert error == "", error[-4000:]
+    back = lab.host.virsh("domuuid", worker).strip()
+    assert back != lost
+    assert node_names(cluster) == dict.fromkeys([CONTROL_PLANE, *WORKERS], "True")
+    nodes = json.loads(kubectl(cluster, "get", "nodes", "-o", "json"))["items"]
+    (node,) = [n for n in nodes if n["metadata"]["name"] == worker]
+    assert node["status"]["nodeInfo"]["systemUUID"].lower() == back  # the new VM's kubelet
+    # It joined with a token of its own, gone now that it has joined.
+    secrets = kubectl(cluster, "get", "secrets", "-n", "kube-system", "-o", "name")
+    assert f"bootstrap-token-{join_token_id(worker)}" not in secrets
+    assert planned_changes(cluster) == {}
+
+
 def test_destroy_removes_every_vm_and_volume(cluster: ClusterRun) -> None:
     with deadline(DESTROY_SECONDS, "pulumi destroy"):
         cluster.stack.destroy(on_output=print)
