@@ -86,6 +86,25 @@ def test_calico_sends_an_apply_again_after_the_api_server_timed_out(control_plan
     assert "tigera-operator.yaml" in operator and installation.endswith("apply -f -")
 
 
+# Seen in the lab (the calico step run again while the API server restarted): kubectl's client-side validation
+# cannot fetch the schema, and says so as a validation error; and a connection cut mid-request.
+RESTARTING = (
+    'error: error validating "http://192.168.150.1:8080/calico/manifests/operator-crds.yaml": error validating data: '
+    'failed to download openapi: Get "https://192.168.150.10:6443/openapi/v2?timeout=32s": dial tcp '
+    "192.168.150.10:6443: connect: connection refused; if you choose to ignore these errors, turn validation off "
+    "with --validate=false",
+    "Unable to connect to the server: unexpected EOF",
+)
+
+
+@pytest.mark.parametrize("error", RESTARTING)
+def test_calico_sends_an_apply_again_while_the_api_server_restarts(control_plane: ControlPlane, dev_run: StackRun, error: str) -> None:
+    done = control_plane.run(step(dev_run, "calico"), FAIL_APPLIES="2", FAIL_WITH=error)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "calico available: apiserver calico\n"
+    assert done.stderr.count("the API server did not take the request yet") == 2
+
+
 def test_the_installation_waits_for_its_kinds_to_be_served(control_plane: ControlPlane, dev_run: StackRun) -> None:
     not_served = 'error: resource mapping not found for name: "default": no matches for kind "Installation"; ensure CRDs are installed first'
     done = control_plane.run(step(dev_run, "calico"), FAIL_APPLIES="3", FAIL_WITH=not_served)

@@ -275,6 +275,7 @@ is_transient_api_error() {
     *"Error from server (TooManyRequests)"* | *"etcdserver: request timed out"* | *"etcdserver: leader changed"*) ;;
     *"the server is currently unable to handle the request"* | *"was refused - did you specify the right host or port"*) ;;
     *"net/http: TLS handshake timeout"* | *"i/o timeout"* | *"http2: client connection lost"*) ;;
+    *"connect: connection refused"* | *"Unable to connect to the server: unexpected EOF"*) ;; # e.g. kubectl's openapi download
     *) return 1 ;;
   esac
 }
