@@ -54,10 +54,9 @@ class Lab:
             return str(error)
         return ""
 
-    def bounded_refresh(self, stack: auto.Stack, seconds: float) -> dict[str, str]:
+    def bounded_refresh(self, stack: auto.Stack, seconds: float) -> list[auto.EngineEvent]:
         """`pulumi refresh --exclude` (the README's: the cloud-init disks left out, lab/engine.py says why) of `stack`
-        within `seconds`; name -> the step the engine took, for each resource it read. After a failure the stack is
-        unlocked and the CLI's error raised."""
+        within `seconds`; its engine events. After a failure the stack is unlocked and the CLI's error raised."""
         events: list[auto.EngineEvent] = []
         try:
             with deadline(seconds, f"pulumi refresh of stack {stack.name}"):
@@ -65,11 +64,7 @@ class Lab:
         except auto.CommandError:
             release(stack)
             raise
-        return {
-            event.resource_pre_event.metadata.urn.rsplit("::", 1)[1]: event.resource_pre_event.metadata.op.value
-            for event in events
-            if event.resource_pre_event is not None
-        }
+        return events
 
     def leave_empty(self, stack: auto.Stack, seconds: float) -> None:
         """Destroy what `stack` holds, so the session's host is empty for the next module, also after a test failed.

@@ -531,7 +531,7 @@ def test_a_vm_destroyed_out_of_band_comes_back_with_its_address_and_host_key(lab
     lab.host.virsh("destroy", name)
     lab.host.virsh("undefine", name)
 
-    read = lab.bounded_refresh(stack, REFRESH_SECONDS)
+    read = steps_by_name(lab.bounded_refresh(stack, REFRESH_SECONDS))
     assert read[f"{name}-domain"] == "refresh" and f"{name}-domain" not in state_resources(stack)
     # The README's refresh leaves the cloud-init disks out (lab/engine.py, REFRESH_EXCLUDES: why): none was read.
     assert [step for step, op in read.items() if step.endswith("-cloudinit") and op == "refresh"] == []

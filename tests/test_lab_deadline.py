@@ -1,9 +1,10 @@
 """lab.engine.deadline against a real process tree: a stand-in `pulumi` CLI whose Go plugin hangs.
 
 The plugin is a real Go binary, built here, whose one goroutine blocks as go-libvirt's reader does in the libvirt
-plugin's known hang (lab/engine.py, REFRESH_EXCLUDES): in `(*Libvirt).callback`, sending on a channel nobody reads. The CLI is a bash script named `pulumi` (what the deadline looks for among this process's children)
-that starts the plugin with its stderr in a file, as the engine keeps a plugin's stderr, and then a Python process
-standing in for the lab's Python plugins.
+plugin's known hang (lab/engine.py, REFRESH_EXCLUDES): in `(*Libvirt).callback`, sending on a channel nobody reads.
+The CLI is a bash script named `pulumi` (what the deadline looks for among this process's children) that starts the
+plugin with its stderr in a file, as the engine keeps a plugin's stderr, and a Python process standing in for the
+lab's Python plugins.
 """
 
 from __future__ import annotations
