@@ -145,13 +145,17 @@ ff02::2 ip6-allrouters
 
 # /vmlinuz and /initrd.img are the symlinks the kernel package keeps pointing at the newest kernel, so this file
 # stays right across kernel upgrades without grub-mkconfig. Serial first: libvirt gives each domain a serial pty.
+# tsc=reliable: under TCG the kernel's boot-time check finds two vCPUs' TSCs "unsynchronized" (the check itself
+# runs emulated) and falls back to the HPET, and then every clock read of every Go program on the node is a
+# clock_gettime syscall plus an emulated MMIO access (README, Troubleshooting, has the figures). TCG derives every
+# vCPU's TSC from the host's, so it is reliable; the flag keeps it as the clocksource, read in the vDSO.
 _GRUB_CFG = f"""\
 set timeout=0
 serial --unit=0 --speed=115200
 terminal_input serial console
 terminal_output serial console
 menuentry "Debian GNU/Linux 12" {{
-    linux /vmlinuz root=LABEL={ROOT_LABEL} ro console=ttyS0
+    linux /vmlinuz root=LABEL={ROOT_LABEL} ro console=ttyS0 tsc=reliable
     initrd /initrd.img
 }}
 """
