@@ -158,18 +158,38 @@ def test_every_node_is_ready_with_the_mirrors_kubelet(cluster: ClusterRun) -> No
         assert ready["status"] == "True", ready
 
 
+def calico_diagnosis(run: ClusterRun, statuses: list[dict]) -> str:
+    """What a failure needs to say why: the operator's conditions, Calico's pods that are not ready, its warnings."""
+    lines = [
+        f"tigerastatus/{s['metadata']['name']} {c['type']}={c['status']} {c.get('reason', '')}: {c.get('message', '')}"
+        for s in statuses
+        for c in s["status"].get("conditions", [])
+        if c["status"] == "True" or c["type"] == "Available"
+    ]
+    for namespace in ("calico-system", "calico-apiserver", "tigera-operator", "kube-system"):
+        for pod in json.loads(kubectl(run, "get", "pods", "-n", namespace, "-o", "json"))["items"]:
+            containers = pod["status"].get("containerStatuses", [])
+            if any(not c.get("ready") or c.get("restartCount") for c in containers) or not containers:
+                states = [f"{c['name']} ready={c.get('ready')} restarts={c.get('restartCount')} {json.dumps(c.get('state'))}" for c in containers]
+                lines.append(f"pod {namespace}/{pod['metadata']['name']} on {pod['spec'].get('nodeName')}: {'; '.join(states) or pod['status']}")
+    lines.append(kubectl(run, "get", "events", "-n", "calico-system", "--field-selector", "type=Warning", "--sort-by=.lastTimestamp")[-6000:])
+    return "\n".join(lines)
+
+
 def test_calico_is_available_and_runs_exactly_the_images_the_stack_lists(cluster: ClusterRun) -> None:
     # The calico step saw every tigerastatus Available. Under TCG the control plane's calico-node misses a
     # readiness probe now and then (its exec probe starts a Go binary within 10 s on a guest running ten times
     # slower), and the operator then reports calico not Available until the next probe passes: wait for it.
-    deadline_at = time.monotonic() + 600
+    started = time.monotonic()
+    deadline_at = started + 600
     while True:
         statuses = json.loads(kubectl(cluster, "get", "tigerastatus", "-o", "json"))["items"]
         available = {s["metadata"]["name"]: next((c["status"] for c in s["status"].get("conditions", []) if c["type"] == "Available"), "") for s in statuses}
         if {"calico", "apiserver", "ippools"} <= set(available) and set(available.values()) == {"True"}:
+            print(f"every tigerastatus Available after {time.monotonic() - started:.0f} s of waiting")
             break
         if time.monotonic() > deadline_at:
-            pytest.fail(f"tigerastatus not all Available within 10 minutes: {available}")
+            pytest.fail(f"tigerastatus not all Available within 10 minutes: {available}\n{calico_diagnosis(cluster, statuses)}")
         time.sleep(10)
     running: set[str] = set()
     for namespace in ("calico-system", "calico-apiserver", "tigera-operator"):
@@ -205,6 +225,9 @@ def test_the_control_plane_kube_proxy_and_coredns_run_from_the_mirror(cluster: C
     for component in ("kube-controller-manager", "kube-scheduler"):
         (pod,) = [p for p in pods if p["metadata"]["name"] == f"{component}-{CONTROL_PLANE}"]
         assert expected <= set(pod["spec"]["containers"][0]["command"]), component
+        print(f"{component}: {pod['status']['containerStatuses'][0]['restartCount']} restarts")
+    for component in ("kube-apiserver", "etcd"):
+        (pod,) = [p for p in pods if p["metadata"]["name"] == f"{component}-{CONTROL_PLANE}"]
         print(f"{component}: {pod['status']['containerStatuses'][0]['restartCount']} restarts")
 
 
