@@ -225,8 +225,7 @@ def test_the_control_plane_kube_proxy_and_coredns_run_from_the_mirror(cluster: C
     for component in ("kube-controller-manager", "kube-scheduler"):
         (pod,) = [p for p in pods if p["metadata"]["name"] == f"{component}-{CONTROL_PLANE}"]
         assert expected <= set(pod["spec"]["containers"][0]["command"]), component
-        print(f"{component}: {pod['status']['containerStatuses'][0]['restartCount']} restarts")
-    for component in ("kube-apiserver", "etcd"):
+    for component in CONTROL_PLANE_PODS:
         (pod,) = [p for p in pods if p["metadata"]["name"] == f"{component}-{CONTROL_PLANE}"]
         print(f"{component}: {pod['status']['containerStatuses'][0]['restartCount']} restarts")
 
