@@ -27,6 +27,7 @@ from components.config import (
     CONTROL_PLANE,
     ROLES,
     RUNTIME_SOURCES,
+    WORKER,
     ClusterConfig,
     ImageSpec,
     KubernetesSpec,
@@ -40,7 +41,11 @@ from components import validation_sources, versions
 NAMESPACE = "kubeadm-libvirt"
 
 # kubeadm's preflight minimums (NumCPU, Mem) and a disk that holds images of the control plane and Calico.
+# kubeadm checks NumCPU on `kubeadm init` only (JoinNodeChecks has no NumCPUCheck): a worker may have one vCPU,
+# which on a small host (or under TCG, one host thread per vCPU) leaves the control plane more of the CPU. The
+# top-level `vcpus` stays at 2 or more, since it also sizes a control plane that does not set its own.
 MIN_VCPUS = 2
+MIN_WORKER_VCPUS = 1
 MIN_MEMORY_MIB = 2048
 MIN_DISK_GIB = 20
 
@@ -406,8 +411,9 @@ def _parse_node(
         elif ip == network.gateway:
             problems.add(f"{key}.ip", str(ip), "is the gateway (the libvirt bridge)", "pick another host address")
     sizes = []
+    vcpus_floor = (MIN_WORKER_VCPUS, "a worker needs 1") if role == WORKER else (MIN_VCPUS, "kubeadm's preflight needs 2 CPUs")
     for field_name, default, minimum, why in (
-        ("vcpus", defaults[0], MIN_VCPUS, "kubeadm's preflight needs 2 CPUs"),
+        ("vcpus", defaults[0], *vcpus_floor),
         ("memoryMiB", defaults[1], MIN_MEMORY_MIB, "kubeadm's preflight needs 2 GiB"),
         ("diskGiB", defaults[2], MIN_DISK_GIB, "images and etcd need the room"),
     ):

@@ -49,6 +49,11 @@ def test_dev_stack_is_valid() -> None:
     assert config.ssh.generates_key_pair
 
 
+def test_a_worker_may_have_one_vcpu_since_kubeadm_join_checks_no_cpu_count() -> None:
+    config = parse_cluster_config(RawConfig(dev_values(nodes=with_node(2, vcpus=1))))
+    assert [node.vcpus for node in config.nodes] == [2, 2, 1]
+
+
 CASES = [
     # (id, overrides, expected fragments of one problem)
     ("malformed ip", {"nodes": with_node(1, ip="192.168.141.300")}, ["nodes[1].ip", "'192.168.141.300'", "not an IPv4 address"]),
@@ -71,7 +76,8 @@ CASES = [
     ("missing ip", {"nodes": with_node(1, ip=None)}, ["nodes[1].ip", "is missing"]),
     ("string vcpus", {"nodes": with_node(1, vcpus="4")}, ["nodes[1].vcpus", "'4' is a string, not a number"]),
     ("bool vcpus", {"nodes": with_node(1, vcpus=True)}, ["nodes[1].vcpus", "not a whole number"]),
-    ("node vcpus < 2", {"nodes": with_node(1, vcpus=1)}, ["nodes[1].vcpus", "below 2", "kubeadm's preflight"]),
+    ("control-plane vcpus < 2", {"nodes": with_node(0, vcpus=1)}, ["nodes[0].vcpus", "below 2", "kubeadm's preflight"]),
+    ("worker vcpus < 1", {"nodes": with_node(1, vcpus=0)}, ["nodes[1].vcpus", "0 is below 1", "a worker needs 1"]),
     ("node memory < 2048", {"nodes": with_node(1, memoryMiB=1024)}, ["nodes[1].memoryMiB", "below 2048"]),
     ("node disk < 20", {"nodes": with_node(1, diskGiB=10)}, ["nodes[1].diskGiB", "below 20"]),
     ("default vcpus < 2", {"vcpus": "1"}, ["vcpus: 1 is below 2"]),
