@@ -3,10 +3,6 @@
 The lab host's libvirt socket, the locally built guest image, software emulation (no usable KVM here), timeouts
 scaled for it, and the smallest topology that proves the chain (a control plane and one worker). Everything else is
 the project's defaults from Pulumi.yaml, as for any user's stack.
-
-The workers get one vCPU, all kubeadm asks of a worker: TCG runs every vCPU as a host thread, and on this machine's
-two cores a two-vCPU worker busy installing or pulling takes a core the control plane's API server and etcd need
-(its load average passed 20 with three two-vCPU guests, and the API server restarted). The control plane keeps two.
 """
 
 from __future__ import annotations
@@ -20,7 +16,7 @@ from lab.mirror_services import MirrorEndpoints
 LAB_NETWORK = {"name": "kvl-lab", "cidr": "192.168.150.0/24"}
 LAB_NODES = (
     {"name": "lab-cp", "role": "control-plane", "ip": "192.168.150.10"},
-    {"name": "lab-w1", "role": "worker", "ip": "192.168.150.11", "vcpus": 1},
+    {"name": "lab-w1", "role": "worker", "ip": "192.168.150.11"},
 )
 # TCG runs a guest about 10x slower than KVM (shared/notes/offline-lab.md): every bound scaled by 4.
 LAB_TIMEOUT_SCALE = 4
