@@ -98,6 +98,14 @@ def cluster(lab_session: LabSession, tmp_path_factory: pytest.TempPathFactory) -
     lab.leave_empty(stack, DESTROY_SECONDS)  # also when a test failed before the destroy test
 
 
+def require_ready(run: ClusterRun) -> None:
+    """Fail at once, naming the cause, when the up from empty did not finish: the checks of a Ready cluster would
+    each wait out their own bounds (a second up re-running the calico step, a rollout, an add) against a cluster
+    that is not there, and on a slow host those waits alone outlast CI's time limit."""
+    if run.error:
+        pytest.fail(f"no Ready cluster to check: the up from empty failed after {run.seconds:.0f} s (see the first test): {run.error[-600:]}")
+
+
 def kubectl(run: ClusterRun, *args: str, timeout: float = 180) -> str:
     done = subprocess.run(
         [str(run.lab.mirror.root / "bin" / "kubectl"), "--kubeconfig", str(run.kubeconfig), "--request-timeout=60s", *args],
@@ -150,6 +158,7 @@ def test_the_up_ran_every_step_from_the_mirror_to_the_smoke_test(cluster: Cluste
 
 
 def test_every_node_is_ready_with_the_mirrors_kubelet(cluster: ClusterRun) -> None:
+    require_ready(cluster)
     nodes = json.loads(kubectl(cluster, "get", "nodes", "-o", "json"))["items"]
     assert sorted(n["metadata"]["name"] for n in nodes) == sorted([CONTROL_PLANE, *WORKERS])
     for node in nodes:
@@ -177,6 +186,7 @@ def calico_diagnosis(run: ClusterRun, statuses: list[dict]) -> str:
 
 
 def test_calico_is_available_and_runs_exactly_the_images_the_stack_lists(cluster: ClusterRun) -> None:
+    require_ready(cluster)
     # The calico step saw every tigerastatus Available. Under TCG the control plane's calico-node misses a
     # readiness probe now and then (its exec probe starts a Go binary within 10 s on a guest running ten times
     # slower), and the operator then reports calico not Available until the next probe passes: wait for it.
@@ -203,6 +213,7 @@ def test_calico_is_available_and_runs_exactly_the_images_the_stack_lists(cluster
 
 
 def test_the_control_plane_kube_proxy_and_coredns_run_from_the_mirror(cluster: ClusterRun) -> None:
+    require_ready(cluster)
     deadline_at = time.monotonic() + 600  # static pods restart a few times under TCG before they settle
     while True:
         pods = json.loads(kubectl(cluster, "get", "pods", "-n", "kube-system", "-o", "json"))["items"]
@@ -232,6 +243,7 @@ def test_the_control_plane_kube_proxy_and_coredns_run_from_the_mirror(cluster: C
 
 def test_a_nodeport_serves_through_every_node_from_the_lab_namespace(cluster: ClusterRun) -> None:
     """What a user on the libvirt host does after `pulumi up`: run something, reach it from outside the cluster."""
+    require_ready(cluster)
     namespace = "lab-reach"
     image = MirrorEndpoints(LAB_GATEWAY).smoke_image
     kubectl(cluster, "create", "namespace", namespace)
@@ -257,6 +269,7 @@ def test_a_nodeport_serves_through_every_node_from_the_lab_namespace(cluster: Cl
 
 def test_each_workers_token_is_deleted_once_it_has_joined(cluster: ClusterRun) -> None:
     """Minted without expiry for the join (a retry days later still works), then deleted by the clean-up step."""
+    require_ready(cluster)
     secrets = json.loads(kubectl(cluster, "get", "secrets", "-n", "kube-system", "--field-selector", "type=bootstrap.kubernetes.io/token", "-o", "json"))
     names = {s["metadata"]["name"] for s in secrets["items"]}
     for worker in WORKERS:
@@ -281,6 +294,7 @@ def test_outputs_and_state_hold_no_secret_in_plain_text(cluster: ClusterRun) -> 
 
 
 def test_a_second_up_and_a_preview_change_nothing(cluster: ClusterRun) -> None:
+    require_ready(cluster)
     started = time.monotonic()
     with deadline(QUICK_SECONDS, "pulumi up (no-op)"):
         result = cluster.stack.up(on_output=print)
@@ -299,6 +313,7 @@ GUARD_MESSAGES = {"kubeadm-init": "already initialised", "kubeadm-join": "alread
 
 
 def test_every_kubernetes_step_run_again_reports_its_guard_and_changes_nothing(cluster: ClusterRun) -> None:
+    require_ready(cluster)
     resources = state_resources(cluster.stack)
     with node_shells(resources, list(RERUN_STEPS)) as shells:
         for name, steps in RERUN_STEPS.items():
@@ -317,6 +332,7 @@ def set_nodes(run: ClusterRun, nodes: list[dict]) -> None:
 
 @pytest.mark.scaling
 def test_a_worker_added_to_the_live_cluster_joins_and_only_its_resources_change(cluster: ClusterRun) -> None:
+    require_ready(cluster)
     before = set(state_resources(cluster.stack))
     set_nodes(cluster, [*LAB_NODES, ADDED_WORKER])
     planned = planned_changes(cluster)
@@ -341,6 +357,7 @@ def test_a_worker_added_to_the_live_cluster_joins_and_only_its_resources_change(
 
 @pytest.mark.scaling
 def test_a_worker_removed_is_drained_deleted_and_its_vm_gone(cluster: ClusterRun) -> None:
+    require_ready(cluster)
     name = ADDED_WORKER["name"]
     if name not in node_names(cluster):
         pytest.fail(f"{name} was not added by the test before (see its failure)")
@@ -363,6 +380,7 @@ def test_a_joined_workers_vm_destroyed_out_of_band_comes_back_and_rejoins(cluste
     `pulumi refresh --exclude ...` and `pulumi up`. The worker comes back as a new VM under the same name and joins
     again; the old membership's drain hook (run after that join, as a replaced step's delete) leaves the new VM's Node
     alone; then nothing is left to change."""
+    require_ready(cluster)
     worker = WORKERS[0]
     lab = cluster.lab
     lost = lab.host.virsh("domuuid", worker).strip()
