@@ -41,9 +41,8 @@ from components import validation_sources, versions
 NAMESPACE = "kubeadm-libvirt"
 
 # kubeadm's preflight minimums (NumCPU, Mem) and a disk that holds images of the control plane and Calico.
-# kubeadm checks NumCPU on `kubeadm init` only (JoinNodeChecks has no NumCPUCheck): a worker may have one vCPU,
-# which on a small host (or under TCG, one host thread per vCPU) leaves the control plane more of the CPU. The
-# top-level `vcpus` stays at 2 or more, since it also sizes a control plane that does not set its own.
+# kubeadm checks NumCPU on `kubeadm init` only (JoinNodeChecks has no NumCPUCheck), so a worker may have one vCPU,
+# as small labs size them. The top-level `vcpus` stays at 2 or more: it also sizes a control plane without its own.
 MIN_VCPUS = 2
 MIN_WORKER_VCPUS = 1
 MIN_MEMORY_MIB = 2048
