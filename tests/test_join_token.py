@@ -55,6 +55,12 @@ elif args[:2] == ["token", "create"]:
     if os.environ.get("KUBEADM_WARNS"):  # a klog warning on stderr, which the script captures with stdout
         print("W1130 12:00:00.000000 4242 token.go:99] a warning after the join command", file=sys.stderr, flush=True)
 elif args[:2] == ["token", "delete"]:
+    marker = os.path.join(os.environ["SANDBOX"], "delete-failed")
+    if os.environ.get("DELETE_FAILS") == "once" and not os.path.exists(marker):  # an API server short of CPU
+        open(marker, "w").close()
+        sys.exit('failed to delete bootstrap token "%s": the server was unable to return a response in the time allotted' % args[2])
+    if os.environ.get("DELETE_FAILS") == "always":
+        sys.exit('failed to delete bootstrap token "%s": net/http: TLS handshake timeout' % args[2])
     if args[2] not in store:
         sys.exit('bootstrap token "%s" not found' % args[2])
     del store[args[2]]
@@ -268,6 +274,21 @@ def test_the_delete_hook_never_blocks_a_destroy_but_the_clean_up_reports_a_token
     (cluster.root / "control-plane/etc/kubernetes/admin.conf").unlink()  # the control plane reset: no cluster
     gone = cluster.run("control-plane", delete_hook)
     assert gone.returncode == 0 and gone.stdout == f"join token {token_id} of {WORKER}: no cluster, nothing to delete\n"
+
+
+def test_the_clean_up_retries_a_delete_the_api_server_failed_and_gives_up_at_its_deadline(cluster: Cluster, dev_run: StackRun) -> None:
+    mint, _, _, cleanup = steps_of(dev_run)
+    token_id = join_token_id(WORKER)
+    join_command = cluster.run("control-plane", mint).stdout
+    retried = cluster.run("control-plane", cleanup, stdin=join_command, DELETE_FAILS="once")
+    assert retried.returncode == 0, retried.stderr
+    assert retried.stdout == f"join token {token_id} of {WORKER} deleted\n" and token_id not in cluster.tokens()
+    assert "the time allotted); retrying" in retried.stderr
+    assert [call for call in cluster.kubeadm_calls() if call.startswith("token delete")] == [f"token delete {token_id}"] * 2
+    cluster.run("control-plane", mint)
+    failed = cluster.run("control-plane", cleanup, stdin=join_command, DELETE_FAILS="always", API_WAIT_TIMEOUT_SECONDS="3")
+    assert failed.returncode == 1 and f"kubeadm token delete {token_id} kept failing for 3s" in failed.stderr
+    assert "TLS handshake timeout" in failed.stderr and token_id in cluster.tokens()
 
 
 def test_bad_inputs_are_refused_before_anything_runs(cluster: Cluster, dev_run: StackRun) -> None:
