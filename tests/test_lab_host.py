@@ -21,6 +21,7 @@ import pytest
 
 from lab import host as labhost
 from lab.errors import LabError
+from lab.stacks import LAB_NODES
 
 # Per process: two runs of the suite on one machine must not stop each other's lab hosts.
 NAME = f"pt{os.getpid()}"
@@ -142,6 +143,10 @@ def test_qemu_conf_runs_guests_as_root_unconfined() -> None:
     assert settings["dynamic_ownership"] == "0"
 
 
+def test_the_favoured_domains_are_the_lab_stacks_control_planes() -> None:
+    assert set(labhost.FAVOURED_DOMAINS) == {node["name"] for node in LAB_NODES if node["role"] == "control-plane"}
+
+
 def test_missing_prerequisites_create_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("KUBEADM_LIBVIRT_LAB_RUN", str(tmp_path / "run"))
     monkeypatch.setenv("KUBEADM_LIBVIRT_LAB_DATA", str(tmp_path / "data"))
@@ -222,6 +227,11 @@ def _pid(path: Path) -> int:
     return int(path.read_text().strip())
 
 
+def _autogroup_nice(pid: int) -> int:
+    """The nice of the process's scheduler autogroup (/proc/PID/autogroup reads "/autogroup-N nice K")."""
+    return int(Path(f"/proc/{pid}/autogroup").read_text().split()[-1])
+
+
 def _root_links() -> str:
     return _run(["ip", "-br", "addr"]).stdout
 
@@ -263,15 +273,22 @@ def test_lab_host_runs_network_domain_and_pool_in_its_namespace_and_stop_removes
     assert _running(qemu)
     assert os.stat(f"/proc/{qemu}/ns/net").st_ino == os.stat(f"/run/netns/{h.namespace}").st_ino
     dnsmasq = _pid(h.run_dir / "network" / f"{NETWORK_NAME}.pid")
+    # libvirt's qemu hook: the favoured domain's QEMU runs in an autogroup of nice -5, any other at 0.
+    favoured = labhost.FAVOURED_DOMAINS[0]
+    _define_from(h, lab_env, "define", DOMAIN_XML.replace(f"<name>{DOMAIN_NAME}</name>", f"<name>{favoured}</name>"))
+    _virsh(h, "start", favoured)
+    favoured_qemu = _pid(h.run_dir / "qemu" / f"{favoured}.pid")
+    assert _autogroup_nice(favoured_qemu) == labhost.FAVOURED_NICE == -5
+    assert _autogroup_nice(qemu) == 0
 
     _virsh(h, "vol-create-as", "default", "tiny.qcow2", "16M", "--format", "qcow2")
     assert (h.pool_dir / "tiny.qcow2").is_file()
 
     # exec_argv: a command inside the namespace, with the URI from env(): it sees the bridge and the domain.
     assert BRIDGE in _run(labhost.exec_argv(NAME, ["ip", "-br", "link"])).stdout
-    assert _run(labhost.exec_argv(NAME, ["virsh", "-q", "list", "--name"])).stdout.split() == [DOMAIN_NAME]
+    assert sorted(_run(labhost.exec_argv(NAME, ["virsh", "-q", "list", "--name"])).stdout.split()) == sorted([DOMAIN_NAME, favoured])
 
-    pids = [state.libvirtd_pid, state.virtlogd_pid, qemu, dnsmasq]
+    pids = [state.libvirtd_pid, state.virtlogd_pid, qemu, favoured_qemu, dnsmasq]
     began = time.monotonic()
     labhost.stop(NAME)
     stopped = time.monotonic() - began
