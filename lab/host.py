@@ -128,13 +128,14 @@ cgroup_controllers = [ ]
 """
 
 
-# The lab stacks' control plane (lab/stacks.py, LAB_NODES; a test keeps the two in step) runs first when QEMUs compete
-# for the host's cores. Each QEMU that libvirtd starts is a session of its own, hence a scheduler autogroup of its
-# own, and the kernel shares the CPU equally between autogroups whatever their threads' nice values: on two cores a
-# control plane with two vCPUs got one core, as much as a worker that mostly waits for it. Measured on a host whose
-# TCG guests boot in 1.8 times the README's time: its API server, starved, exited in its start-up hooks and the up
-# failed. libvirt's qemu hook gives the favoured domains' autogroup nice -5 (weight 3121 to 1024) when they start;
-# without cgroups per guest (qemu.conf) there is no cputune to do it with.
+# The lab stacks' control plane (lab/stacks.py, LAB_NODES; a test keeps the two in step) gets the larger share when
+# QEMUs compete for the host's cores. Each QEMU that libvirtd starts is a session of its own, hence a scheduler
+# autogroup of its own, and the kernel shares the CPU equally between autogroups whatever their threads' nice
+# values: on two cores a control plane with two vCPUs got about one core, as much as a worker that mostly waits for
+# it, though the control plane carries the deadlines no stack setting stretches (the API server's start-up hooks).
+# libvirt's qemu hook gives the favoured domains' autogroup nice -5 (weight 3121 to 1024) when they start; without
+# cgroups per guest (qemu.conf) there is no cputune to do it with. Measured: the control plane's QEMU then got
+# 1.3-1.4 of two cores; on the slow host where that was tried, the mission still did not pass (README).
 FAVOURED_DOMAINS = ("lab-cp",)
 FAVOURED_NICE = -5
 
