@@ -69,9 +69,9 @@ until token_state; do
   sleep 2
 done
 
-# Retried until the deadline: an API server short of CPU fails a single request now and then (seen in the lab, where
-# the clean-up died on its one kubeadm token delete while the control plane was starting Calico). A delete whose
-# answer was lost finds the token gone when retried: that is done too.
+# A transient failure (is_transient_api_error) is retried until the deadline: an API server short of CPU fails a
+# single request now and then (seen in the lab, where the clean-up died on its one kubeadm token delete while the
+# control plane was starting Calico). A delete whose answer was lost finds the token gone when retried: done too.
 delete_token() {
   log "deleting the join token $id of $NODE_NAME"
   local give_up=$((SECONDS + API_WAIT_TIMEOUT_SECONDS)) out
@@ -79,6 +79,10 @@ delete_token() {
     if [[ $out == *"not found"* ]]; then
       log "the join token $id of $NODE_NAME is gone (an earlier attempt deleted it)"
       return 0
+    fi
+    if ! is_transient_api_error "$out"; then
+      printf '%s\n' "$out" >&2
+      die "kubeadm token delete $id failed (see above)"
     fi
     if ((SECONDS >= give_up)); then
       printf '%s\n' "$out" >&2

@@ -267,12 +267,13 @@ ensure_held() { # ensure_held PKG...: apt-mark hold the packages that are not he
 ADMIN_CONF=/etc/kubernetes/admin.conf
 kc() { kubectl --kubeconfig "$ADMIN_CONF" "$@"; }
 
-# is_transient_api_error TEXT: kubectl's error TEXT says the API server was slow or briefly away (a control plane
+# is_transient_api_error TEXT: kubectl's (or kubeadm's) error TEXT says the API server was slow or briefly away (a control plane
 # starved of CPU, e.g. under TCG, or restarting), not that the request was wrong: the same request can pass later.
 is_transient_api_error() {
   case $1 in
     *"Error from server (Timeout)"* | *"Error from server (ServerTimeout)"* | *"Error from server (ServiceUnavailable)"*) ;;
     *"Error from server (TooManyRequests)"* | *"etcdserver: request timed out"* | *"etcdserver: leader changed"*) ;;
+    *"unable to return a response in the time allotted"*) ;; # the Timeout status as kubeadm prints it (no kubectl prefix)
     *"the server is currently unable to handle the request"* | *"was refused - did you specify the right host or port"*) ;;
     *"net/http: TLS handshake timeout"* | *"i/o timeout"* | *"http2: client connection lost"*) ;;
     *"connect: connection refused"* | *"Unable to connect to the server: unexpected EOF"*) ;; # e.g. kubectl's openapi download
