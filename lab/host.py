@@ -140,17 +140,17 @@ FAVOURED_DOMAINS = ("lab-cp",)
 FAVOURED_NICE = -5
 
 
-def qemu_hook(favoured: Sequence[str], nice: int = FAVOURED_NICE) -> str:
+def qemu_hook() -> str:
     """libvirt's qemu hook (/etc/libvirt/hooks/qemu, run by libvirtd as `qemu DOMAIN OPERATION SUB-OPERATION` with
-    the domain's XML on stdin): once a favoured domain's QEMU runs, its autogroup's nice becomes `nice`."""
-    names = " | ".join(shlex.quote(name) for name in favoured) or "''"
+    the domain's XML on stdin): once a favoured domain's QEMU runs, its autogroup's nice becomes FAVOURED_NICE."""
+    names = " | ".join(shlex.quote(name) for name in FAVOURED_DOMAINS)
     return f"""#!/bin/sh
-# Written by lab/host.py: a favoured domain's QEMU gets autogroup nice {nice} once it runs (see FAVOURED_DOMAINS).
+# Written by lab/host.py: a favoured domain's QEMU gets autogroup nice {FAVOURED_NICE} once it runs (see FAVOURED_DOMAINS).
 cat >/dev/null
 [ "$2 $3" = "started begin" ] || exit 0
 case "$1" in {names}) ;; *) exit 0 ;; esac
 pid=$(cat "/run/libvirt/qemu/$1.pid") || exit 0
-echo {nice} > "/proc/$pid/autogroup" || true
+echo {FAVOURED_NICE} > "/proc/$pid/autogroup" || true
 """
 
 
@@ -499,7 +499,7 @@ def _prepare_dirs(h: LabHost) -> None:
     (etc / "qemu.conf").write_text(QEMU_CONF)
     hook = etc / "hooks" / "qemu"
     hook.parent.mkdir(exist_ok=True)
-    hook.write_text(qemu_hook(FAVOURED_DOMAINS))
+    hook.write_text(qemu_hook())
     hook.chmod(0o755)
     (h.state_dir / "resolv.conf").write_text("# lab host: no upstream name servers (see launch_script)\n")
     h.launch_script.write_text(launch_script(h))
