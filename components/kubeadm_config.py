@@ -27,6 +27,16 @@ JOIN_TIMEOUTS = {"discovery": 300, "tlsBootstrap": 300, "kubeletHealthCheck": 24
 # restarted 9 times in 70 min and a worker's TLS bootstrap waited 11 min. Scaled together, the three keep the
 # order leader election requires (retry period < renew deadline < lease duration).
 LEADER_ELECTION_SECONDS = {"leader-elect-lease-duration": 15, "leader-elect-renew-deadline": 10, "leader-elect-retry-period": 2}
+# The API server's own health checks of etcd, at its defaults in seconds, scaled by timeoutScale. /livez includes
+# the etcd check, so on a starved control plane a health read slower than 2 s fails the kubelet's liveness probe;
+# eight misses and the kubelet kills the API server, whose restart loads the node further. Seen in the lab at the
+# defaults: once Calico started, the API server went down four times in 16 minutes, etcd timing out its requests.
+API_SERVER_ETCD_CHECK_SECONDS = {"etcd-healthcheck-timeout": 2, "etcd-readycheck-timeout": 2}
+# etcd's raft timing, at etcd's defaults in milliseconds (its flags take integers), scaled by timeoutScale. etcd
+# fails a request it has not applied within 5 s plus twice the election timeout ("etcdserver: request timed out",
+# what the lab's API server got before each kill): scaled, a starved member gets that much longer, ticks less often
+# and, alone, never holds an election. The two keep etcd's rule: election timeout >= 5 x heartbeat interval.
+ETCD_RAFT_MILLISECONDS = {"heartbeat-interval": 100, "election-timeout": 1000}
 # Under allowCgroupV1 (1.35+ on cgroup v1): the only preflight check the project ever ignores, on init and join.
 CGROUP_V1_IGNORED_PREFLIGHT_ERRORS = ("SystemVerification",)
 # The worker's token and the CA hash exist only in the join command on the worker's stdin (a secret, minted per
@@ -39,8 +49,18 @@ def kubeadm_timeouts(fields: dict[str, int], scale: TimeoutScale) -> dict[str, s
     return {field: scale.duration(seconds) for field, seconds in fields.items()}
 
 
+def scaled_duration_args(flags: dict[str, int], scale: TimeoutScale) -> list[dict[str, str]]:
+    """v1beta4 extraArgs ({name, value} items) of duration flags, their defaults in seconds scaled."""
+    return [{"name": flag, "value": scale.duration(seconds)} for flag, seconds in flags.items()]
+
+
 def leader_election_args(scale: TimeoutScale) -> list[dict[str, str]]:
-    return [{"name": flag, "value": scale.duration(seconds)} for flag, seconds in LEADER_ELECTION_SECONDS.items()]
+    return scaled_duration_args(LEADER_ELECTION_SECONDS, scale)
+
+
+def etcd_raft_args(scale: TimeoutScale) -> list[dict[str, str]]:
+    # TimeoutScale.seconds scales any whole amount, rounding up; here milliseconds.
+    return [{"name": flag, "value": str(scale.seconds(milliseconds))} for flag, milliseconds in ETCD_RAFT_MILLISECONDS.items()]
 
 
 def api_server_endpoint(config: ClusterConfig) -> str:
@@ -84,8 +104,10 @@ def kubeadm_documents(config: ClusterConfig) -> list[dict[str, Any]]:
         "apiServer": {"certSANs": [str(control_plane.ip), control_plane.name]},
     }
     if config.timeouts.percent > 100:  # at timeoutScale 1 they are the defaults: nothing to render
+        cluster["apiServer"]["extraArgs"] = scaled_duration_args(API_SERVER_ETCD_CHECK_SECONDS, config.timeouts)
         for component in ("controllerManager", "scheduler"):
             cluster[component] = {"extraArgs": leader_election_args(config.timeouts)}
+        cluster["etcd"] = {"local": {"extraArgs": etcd_raft_args(config.timeouts)}}
     kubelet: dict[str, Any] = {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",

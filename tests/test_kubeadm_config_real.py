@@ -63,16 +63,22 @@ def test_kubeadm_accepts_the_join_configuration(built_kubeadm: Path, tmp_path: P
         assert done.returncode == 0, f"kubeadm {PINNED} rejects {worker.name}'s join configuration: {done.stderr}"
 
 
-def test_leader_election_stretches_with_timeout_scale_and_is_left_at_its_defaults_otherwise() -> None:
+def test_control_plane_timing_stretches_with_timeout_scale_and_is_left_at_its_defaults_otherwise() -> None:
     scaled = kubeadm_documents(config_for(accelerator="tcg", timeoutScale="4"))[1]
-    expected = [
+    leader_election = [
         {"name": "leader-elect-lease-duration", "value": "1m"},
         {"name": "leader-elect-renew-deadline", "value": "40s"},
         {"name": "leader-elect-retry-period", "value": "8s"},
     ]
-    assert scaled["controllerManager"] == scaled["scheduler"] == {"extraArgs": expected}
+    assert scaled["controllerManager"] == scaled["scheduler"] == {"extraArgs": leader_election}
+    assert scaled["apiServer"]["extraArgs"] == [
+        {"name": "etcd-healthcheck-timeout", "value": "8s"},
+        {"name": "etcd-readycheck-timeout", "value": "8s"},
+    ]
+    assert scaled["etcd"] == {"local": {"extraArgs": [{"name": "heartbeat-interval", "value": "400"}, {"name": "election-timeout", "value": "4000"}]}}
     default = kubeadm_documents(config_for())[1]
-    assert "controllerManager" not in default and "scheduler" not in default
+    assert not {"controllerManager", "scheduler", "etcd"} & default.keys()
+    assert "extraArgs" not in default["apiServer"]
 
 
 def test_the_check_can_fail(built_kubeadm: Path, tmp_path: Path) -> None:

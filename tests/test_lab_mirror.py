@@ -142,3 +142,68 @@ def test_an_unsigned_repository_would_be_refused(mirror: Mirror, tmp_path: Path)
     options = _apt(tmp_path / "apt", f"deb [signed-by={{keyring}}] file:{repo}/ /\n", tmp_path / "other.asc")
     update = subprocess.run(["apt-get", *options, "update"], capture_output=True, text=True)
     assert "NO_PUBKEY" in update.stderr or "not signed" in update.stderr or update.returncode != 0
+
+
+# Which built binary runs each ClusterConfiguration component whose extraArgs the stack renders.
+COMPONENT_BINARIES = {"apiServer": "kube-apiserver", "controllerManager": "kube-controller-manager", "scheduler": "kube-scheduler"}
+
+
+def _scaled_cluster_configuration(scale: str) -> dict:
+    from components.kubeadm_config import kubeadm_documents
+    from components.project_files import merged_config
+    from components.validation import RawConfig, parse_cluster_config
+
+    merged = merged_config("dev", {"kubernetesVersion": KUBE.lstrip("v"), "accelerator": "tcg", "timeoutScale": scale})
+    values = {key.split(":", 1)[1]: value for key, value in merged.items() if key.startswith("kubeadm-libvirt:")}
+    return kubeadm_documents(parse_cluster_config(RawConfig(values)))[1]
+
+
+@pytest.mark.parametrize("component", COMPONENT_BINARIES)
+def test_the_components_parse_every_flag_the_stack_scales(mirror: Mirror, component: str) -> None:
+    """kubeadm passes extraArgs on without knowing them (`kubeadm config validate` accepts any name): the component
+    itself must, or its static pod exits at start. Flags are parsed before --version is acted on."""
+    args = _scaled_cluster_configuration("20")[component]["extraArgs"]
+    flags = [f"--{arg['name']}={arg['value']}" for arg in args]
+    done = subprocess.run([mirror.root / "bin" / COMPONENT_BINARIES[component], *flags, "--version"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    refused = subprocess.run([mirror.root / "bin" / COMPONENT_BINARIES[component], "--no-such-flag=1", "--version"], capture_output=True, text=True)
+    assert refused.returncode != 0 and "no-such-flag" in refused.stderr  # the check can fail
+
+
+@pytest.mark.parametrize("scale", ["1.5", "4", "20"])
+def test_the_built_etcd_serves_with_the_raft_timing_the_stack_scales(mirror: Mirror, tmp_path: Path, scale: str) -> None:
+    """etcd checks its raft timing only when it starts (election timeout at least 5 heartbeats, at most 50 s): start
+    the built etcd with what the stack renders, on loopback ports, and read its /health."""
+    import socket
+    import time
+    import urllib.request
+
+    args = _scaled_cluster_configuration(scale)["etcd"]["local"]["extraArgs"]
+    ports = []
+    for _ in range(2):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+    client, peer = (f"http://127.0.0.1:{port}" for port in ports)
+    argv = [
+        mirror.root / "bin" / "etcd", "--data-dir", tmp_path / "etcd", "--listen-client-urls", client, "--advertise-client-urls", client,
+        "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", f"default={peer}",
+        *(f"--{arg['name']}={arg['value']}" for arg in args),
+    ]
+    with (tmp_path / "etcd.log").open("w") as log:
+        etcd = subprocess.Popen([str(a) for a in argv], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline_at = time.monotonic() + 60
+        health = None
+        while health is None and etcd.poll() is None and time.monotonic() < deadline_at:
+            try:
+                with urllib.request.urlopen(f"{client}/health", timeout=5) as answer:
+                    health = json.loads(answer.read())
+            except OSError:
+                time.sleep(0.5)
+        assert health == {"health": "true", "reason": ""}, (tmp_path / "etcd.log").read_text()[-2000:]
+    finally:
+        etcd.kill()
+        etcd.wait()
+    milliseconds = {arg["name"]: int(arg["value"]) for arg in args}
+    assert milliseconds["election-timeout"] >= 5 * milliseconds["heartbeat-interval"]
