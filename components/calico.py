@@ -1,5 +1,6 @@
 """Calico's operator resources, built as data: the IP pool is the pod subnet, autodetection pinned to the node network;
-and the kustomization that moves the tigera-operator image to calicoRegistry."""
+and the kustomization that moves the tigera-operator image to calicoRegistry (and, on slow hosts, turns off the
+operator's leader election)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,18 @@ from components.yaml_io import dump, dump_all
 
 # calico.sh downloads tigera-operator.yaml into a directory under this name, next to the kustomization.
 OPERATOR_MANIFEST = "tigera-operator.yaml"
+OPERATOR_DEPLOYMENT = {"group": "apps", "version": "v1", "kind": "Deployment", "namespace": "tigera-operator", "name": "tigera-operator"}
+# The operator's leader election has controller-runtime's fixed deadlines (a 15 s lease renewed within 10 s; no flag
+# changes them). On a control plane short of CPU a renewal takes longer, and the operator exits ("leader election
+# lost") and starts over: in the lab under TCG, three times in 20 minutes, each start minutes of re-reading the
+# cluster before it deployed anything. With timeoutScale above 1 the operator runs without it: its manifest runs
+# one replica, and a Recreate Deployment stops the old pod before it starts a new one, so two never reconcile at
+# once, which is all leader election guarded for it. The flag goes after `command` (JSON6902 appends to it): the
+# manifest's own `args`, where it has some, are kept.
+OPERATOR_WITHOUT_LEADER_ELECTION = [
+    {"op": "add", "path": "/spec/strategy", "value": {"type": "Recreate"}},
+    {"op": "add", "path": "/spec/template/spec/containers/0/command/-", "value": "--enable-leader-election=false"},
+]
 
 
 def render_calico_installation(config: ClusterConfig) -> str:
@@ -57,11 +70,14 @@ def operator_image(config: ClusterConfig) -> str:
 
 def render_operator_kustomization(config: ClusterConfig) -> str:
     """kustomize's images transformer rewrites the registry of the operator's image and keeps the manifest's tag:
-    the manifest is applied as downloaded otherwise, and the tag stays the one its Calico release chose."""
+    the manifest is applied as downloaded otherwise (but for the leader election above, on slow hosts), and the
+    tag stays the one its Calico release chose."""
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
         "resources": [OPERATOR_MANIFEST],
         "images": [{"name": f"{CALICO_REGISTRY}{CALICO_OPERATOR_IMAGE}", "newName": operator_image(config)}],
     }
+    if config.timeouts.percent > 100:
+        kustomization["patches"] = [{"target": OPERATOR_DEPLOYMENT, "patch": dump(OPERATOR_WITHOUT_LEADER_ELECTION)}]
     return dump(kustomization)

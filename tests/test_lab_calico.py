@@ -187,3 +187,26 @@ def _no_stray_trees(tmp_path: Path) -> Iterator[None]:
     """Extracted roots are large: gone after each test, whatever its outcome."""
     yield
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+@pytest.mark.parametrize("scale", ["1", "4"])
+def test_the_rendered_kustomization_builds_the_served_operator_manifest(calico: CalicoBuild, tmp_path: Path, scale: str) -> None:
+    """What calico.sh runs on the control plane (`kubectl kustomize` of the stack's kustomization beside the served
+    manifest), with the built kubectl, the built operator parsing the command it gets."""
+    from components.calico import render_operator_kustomization
+    from lab.mirror import require_mirror
+    from tests.test_kubeadm_config_real import config_for
+
+    config = config_for(accelerator="tcg", timeoutScale=scale)
+    shutil.copy(calico.www / WWW_PATH / "manifests" / "tigera-operator.yaml", tmp_path / "tigera-operator.yaml")
+    (tmp_path / "kustomization.yaml").write_text(render_operator_kustomization(config))
+    built = yaml.safe_load_all(run(require_mirror().root / "bin" / "kubectl", "kustomize", tmp_path))
+    (deployment,) = [d for d in built if d and d["kind"] == "Deployment" and d["metadata"]["name"] == "tigera-operator"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == f"{config.kubernetes.calico_registry}tigera/operator:{OPERATOR}"
+    if scale == "1":
+        assert container["command"] == ["operator"] and "strategy" not in deployment["spec"]
+        return
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert container["command"] == ["operator", "--enable-leader-election=false"]
+    assert "Operator: " in run(calico.bin / "operator", *container["command"][1:], *container.get("args", []), "--version")
