@@ -91,7 +91,11 @@ def cluster(lab_session: LabSession, tmp_path_factory: pytest.TempPathFactory) -
     figures = up_figures("pulumi up from an empty stack to a Ready cluster", run_program(STACK, overrides=config), events, seconds, top=40)
     figures += "\n" + memory_figures(lab.host)
     print(figures)
-    (tmp_path_factory.mktemp("figures") / "up.txt").write_text(figures + "\n")
+    figures_dir = tmp_path_factory.mktemp("figures")
+    (figures_dir / "up.txt").write_text(figures + "\n")
+    # The whole engine output too (secrets masked, tokens redacted by the scripts): a failed step's stderr can sit
+    # before another step's, beyond the 80 lines printed above.
+    (figures_dir / "up-output.txt").write_text("".join(output))
     kubeconfig = tmp_path_factory.mktemp("kube") / "config"
     outputs = stack.outputs()
     if "kubeconfig" in outputs:
