@@ -13,7 +13,7 @@ OPERATOR_MANIFEST = "tigera-operator.yaml"
 OPERATOR_DEPLOYMENT = {"group": "apps", "version": "v1", "kind": "Deployment", "namespace": "tigera-operator", "name": "tigera-operator"}
 # The operator's leader election has controller-runtime's fixed deadlines (a 15 s lease renewed within 10 s; no flag
 # changes them). On a control plane short of CPU a renewal takes longer, and the operator exits ("leader election
-# lost") and starts over: in the lab under TCG, three times in 20 minutes, each start minutes of re-reading the
+# lost") and starts over: in the lab under TCG, twice in 20 minutes, each start minutes of re-reading the
 # cluster before it deployed anything. With timeoutScale above 1 the operator runs without it: its manifest runs
 # one replica, and a Recreate Deployment stops the old pod before it starts a new one, so two never reconcile at
 # once, which is all leader election guarded for it. The flag goes after `command` (JSON6902 appends to it): the
