@@ -27,11 +27,13 @@ JOIN_TIMEOUTS = {"discovery": 300, "tlsBootstrap": 300, "kubeletHealthCheck": 24
 # restarted 9 times in 70 min and a worker's TLS bootstrap waited 11 min. Scaled together, the three keep the
 # order leader election requires (retry period < renew deadline < lease duration).
 LEADER_ELECTION_SECONDS = {"leader-elect-lease-duration": 15, "leader-elect-renew-deadline": 10, "leader-elect-retry-period": 2}
-# The API server's own health checks of etcd, at its defaults in seconds, scaled by timeoutScale. /livez includes
-# the etcd check, so on a starved control plane a health read slower than 2 s fails the kubelet's liveness probe;
-# eight misses and the kubelet kills the API server, whose restart loads the node further. Seen in the lab at the
-# defaults: once Calico started, the API server went down four times in 16 minutes, etcd timing out its requests.
-API_SERVER_ETCD_CHECK_SECONDS = {"etcd-healthcheck-timeout": 2, "etcd-readycheck-timeout": 2}
+# The API server's own deadlines, at its defaults in seconds, scaled by timeoutScale. /livez includes the etcd
+# check, so on a starved control plane a health read slower than 2 s fails the kubelet's liveness probe; eight
+# misses and the kubelet kills the API server, whose restart loads the node further (seen in the lab at the
+# defaults: once Calico started, the API server went down four times in 16 minutes, etcd timing out its requests).
+# request-timeout ends any other request after a minute: in the lab, creating Calico's large CRDs ran past it
+# ("http: Handler timeout"), and calico.sh sent the whole manifest again, its work thrown away each time.
+API_SERVER_SECONDS = {"request-timeout": 60, "etcd-healthcheck-timeout": 2, "etcd-readycheck-timeout": 2}
 # etcd's raft timing, at etcd's defaults in milliseconds (its flags take integers), scaled by timeoutScale. etcd
 # fails a request it has not applied within 5 s plus twice the election timeout ("etcdserver: request timed out",
 # what the lab's API server got before each kill): scaled, a starved member gets that much longer, ticks less often
@@ -104,7 +106,7 @@ def kubeadm_documents(config: ClusterConfig) -> list[dict[str, Any]]:
         "apiServer": {"certSANs": [str(control_plane.ip), control_plane.name]},
     }
     if config.timeouts.percent > 100:  # at timeoutScale 1 they are the defaults: nothing to render
-        cluster["apiServer"]["extraArgs"] = scaled_duration_args(API_SERVER_ETCD_CHECK_SECONDS, config.timeouts)
+        cluster["apiServer"]["extraArgs"] = scaled_duration_args(API_SERVER_SECONDS, config.timeouts)
         for component in ("controllerManager", "scheduler"):
             cluster[component] = {"extraArgs": leader_election_args(config.timeouts)}
         cluster["etcd"] = {"local": {"extraArgs": etcd_raft_args(config.timeouts)}}

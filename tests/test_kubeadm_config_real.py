@@ -72,6 +72,7 @@ def test_control_plane_timing_stretches_with_timeout_scale_and_is_left_at_its_de
     ]
     assert scaled["controllerManager"] == scaled["scheduler"] == {"extraArgs": leader_election}
     assert scaled["apiServer"]["extraArgs"] == [
+        {"name": "request-timeout", "value": "4m"},
         {"name": "etcd-healthcheck-timeout", "value": "8s"},
         {"name": "etcd-readycheck-timeout", "value": "8s"},
     ]
