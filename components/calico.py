@@ -78,6 +78,6 @@ def render_operator_kustomization(config: ClusterConfig) -> str:
         "resources": [OPERATOR_MANIFEST],
         "images": [{"name": f"{CALICO_REGISTRY}{CALICO_OPERATOR_IMAGE}", "newName": operator_image(config)}],
     }
-    if config.timeouts.percent > 100:
+    if config.timeouts.stretched:
         kustomization["patches"] = [{"target": OPERATOR_DEPLOYMENT, "patch": dump(OPERATOR_WITHOUT_LEADER_ELECTION)}]
     return dump(kustomization)

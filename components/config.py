@@ -131,6 +131,11 @@ class TimeoutScale:
 
     percent: int  # 100 is timeoutScale 1
 
+    @property
+    def stretched(self) -> bool:
+        """Above timeoutScale 1: a slow host, whose components' own deadlines the stack stretches too."""
+        return self.percent > 100
+
     def seconds(self, base_seconds: int) -> int:
         return -(-base_seconds * self.percent // 100)
 

@@ -51,18 +51,20 @@ def kubeadm_timeouts(fields: dict[str, int], scale: TimeoutScale) -> dict[str, s
     return {field: scale.duration(seconds) for field, seconds in fields.items()}
 
 
-def scaled_duration_args(flags: dict[str, int], scale: TimeoutScale) -> list[dict[str, str]]:
+def _duration_args(flags: dict[str, int], scale: TimeoutScale) -> list[dict[str, str]]:
     """v1beta4 extraArgs ({name, value} items) of duration flags, their defaults in seconds scaled."""
     return [{"name": flag, "value": scale.duration(seconds)} for flag, seconds in flags.items()]
 
 
-def leader_election_args(scale: TimeoutScale) -> list[dict[str, str]]:
-    return scaled_duration_args(LEADER_ELECTION_SECONDS, scale)
-
-
-def etcd_raft_args(scale: TimeoutScale) -> list[dict[str, str]]:
-    # TimeoutScale.seconds scales any whole amount, rounding up; here milliseconds.
-    return [{"name": flag, "value": str(scale.seconds(milliseconds))} for flag, milliseconds in ETCD_RAFT_MILLISECONDS.items()]
+def control_plane_extra_args(scale: TimeoutScale) -> dict[str, list[dict[str, str]]]:
+    """The extraArgs timeoutScale stretches, by control-plane static pod (each named as its binary)."""
+    return {
+        "kube-apiserver": _duration_args(API_SERVER_SECONDS, scale),
+        "kube-controller-manager": _duration_args(LEADER_ELECTION_SECONDS, scale),
+        "kube-scheduler": _duration_args(LEADER_ELECTION_SECONDS, scale),
+        # TimeoutScale.seconds scales any whole amount, rounding up; etcd's flags take milliseconds.
+        "etcd": [{"name": flag, "value": str(scale.seconds(ms))} for flag, ms in ETCD_RAFT_MILLISECONDS.items()],
+    }
 
 
 def api_server_endpoint(config: ClusterConfig) -> str:
@@ -105,11 +107,12 @@ def kubeadm_documents(config: ClusterConfig) -> list[dict[str, Any]]:
         # The kubeconfig output is used from the host through the static IP; the name helps from inside the lab.
         "apiServer": {"certSANs": [str(control_plane.ip), control_plane.name]},
     }
-    if config.timeouts.percent > 100:  # at timeoutScale 1 they are the defaults: nothing to render
-        cluster["apiServer"]["extraArgs"] = scaled_duration_args(API_SERVER_SECONDS, config.timeouts)
-        for component in ("controllerManager", "scheduler"):
-            cluster[component] = {"extraArgs": leader_election_args(config.timeouts)}
-        cluster["etcd"] = {"local": {"extraArgs": etcd_raft_args(config.timeouts)}}
+    if config.timeouts.stretched:  # at timeoutScale 1 they are the defaults: nothing to render
+        args = control_plane_extra_args(config.timeouts)
+        cluster["apiServer"]["extraArgs"] = args["kube-apiserver"]
+        cluster["controllerManager"] = {"extraArgs": args["kube-controller-manager"]}
+        cluster["scheduler"] = {"extraArgs": args["kube-scheduler"]}
+        cluster["etcd"] = {"local": {"extraArgs": args["etcd"]}}
     kubelet: dict[str, Any] = {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",

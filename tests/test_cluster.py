@@ -28,7 +28,7 @@ from pulumi import automation as auto
 from bench.engine import memory_figures, up_figures
 from components.images import calico_images
 from components.join_token import join_token_id
-from components.kubeadm_config import kubeadm_documents
+from components.kubeadm_config import control_plane_extra_args
 from components.mockrun import run_program
 from components.validation import NAMESPACE
 from lab.engine import config_value, copy_project, deadline
@@ -57,8 +57,6 @@ ADD_SECONDS = 30 * 60
 QUICK_SECONDS = 8 * 60
 DESTROY_SECONDS = 15 * 60
 CONTROL_PLANE_PODS = ("kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler")
-# Each static pod's ClusterConfiguration key, whose extraArgs the stack scales by timeoutScale.
-SCALED_COMPONENTS = {"kube-apiserver": "apiServer", "etcd": "etcd", "kube-controller-manager": "controllerManager", "kube-scheduler": "scheduler"}
 PRIVATE_KEY_MARKERS = ("PRIVATE KEY-----",)
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # the nodes only, from the lab namespace
 
@@ -239,9 +237,7 @@ def test_the_control_plane_kube_proxy_and_coredns_run_from_the_mirror(cluster: C
     # The stack's timeoutScale stretches leader election, the API server's etcd checks and etcd's raft timing
     # (components/kubeadm_config.py says why); the restarts are printed, not asserted: how often a starved
     # component still goes down is a figure, not a contract.
-    cluster_configuration = kubeadm_documents(validate(STACK, cluster.config))[1]
-    for component, key in SCALED_COMPONENTS.items():
-        args = (cluster_configuration["etcd"]["local"] if key == "etcd" else cluster_configuration[key])["extraArgs"]
+    for component, args in control_plane_extra_args(validate(STACK, cluster.config).timeouts).items():
         (pod,) = [p for p in pods if p["metadata"]["name"] == f"{component}-{CONTROL_PLANE}"]
         assert {f"--{item['name']}={item['value']}" for item in args} <= set(pod["spec"]["containers"][0]["command"]), component
     for component in CONTROL_PLANE_PODS:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from components.config import TimeoutScale
+from components.kubeadm_config import control_plane_extra_args
 from lab.debs import private_apt
 from lab.errors import LabError
 from lab.mirror import IMAGE_PATH, KUBERNETES_REPO_PATH, Mirror, kubeadm_images, require_mirror
@@ -144,41 +146,27 @@ def test_an_unsigned_repository_would_be_refused(mirror: Mirror, tmp_path: Path)
     assert "NO_PUBKEY" in update.stderr or "not signed" in update.stderr or update.returncode != 0
 
 
-# Which built binary runs each ClusterConfiguration component whose extraArgs the stack renders.
-COMPONENT_BINARIES = {"apiServer": "kube-apiserver", "controllerManager": "kube-controller-manager", "scheduler": "kube-scheduler"}
-
-
-def _scaled_cluster_configuration(scale: str) -> dict:
-    from components.kubeadm_config import kubeadm_documents
-    from components.project_files import merged_config
-    from components.validation import RawConfig, parse_cluster_config
-
-    merged = merged_config("dev", {"kubernetesVersion": KUBE.lstrip("v"), "accelerator": "tcg", "timeoutScale": scale})
-    values = {key.split(":", 1)[1]: value for key, value in merged.items() if key.startswith("kubeadm-libvirt:")}
-    return kubeadm_documents(parse_cluster_config(RawConfig(values)))[1]
-
-
-@pytest.mark.parametrize("component", COMPONENT_BINARIES)
+@pytest.mark.parametrize("component", ["kube-apiserver", "kube-controller-manager", "kube-scheduler"])
 def test_the_components_parse_every_flag_the_stack_scales(mirror: Mirror, component: str) -> None:
     """kubeadm passes extraArgs on without knowing them (`kubeadm config validate` accepts any name): the component
     itself must, or its static pod exits at start. Flags are parsed before --version is acted on."""
-    args = _scaled_cluster_configuration("20")[component]["extraArgs"]
+    args = control_plane_extra_args(TimeoutScale(percent=2000))[component]
     flags = [f"--{arg['name']}={arg['value']}" for arg in args]
-    done = subprocess.run([mirror.root / "bin" / COMPONENT_BINARIES[component], *flags, "--version"], capture_output=True, text=True)
+    done = subprocess.run([mirror.root / "bin" / component, *flags, "--version"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    refused = subprocess.run([mirror.root / "bin" / COMPONENT_BINARIES[component], "--no-such-flag=1", "--version"], capture_output=True, text=True)
+    refused = subprocess.run([mirror.root / "bin" / component, "--no-such-flag=1", "--version"], capture_output=True, text=True)
     assert refused.returncode != 0 and "no-such-flag" in refused.stderr  # the check can fail
 
 
-@pytest.mark.parametrize("scale", ["1.5", "4", "20"])
-def test_the_built_etcd_serves_with_the_raft_timing_the_stack_scales(mirror: Mirror, tmp_path: Path, scale: str) -> None:
+@pytest.mark.parametrize("percent", [150, 400, 2000])  # timeoutScale 1.5, 4 and its maximum, 20
+def test_the_built_etcd_serves_with_the_raft_timing_the_stack_scales(mirror: Mirror, tmp_path: Path, percent: int) -> None:
     """etcd checks its raft timing only when it starts (election timeout at least 5 heartbeats, at most 50 s): start
     the built etcd with what the stack renders, on loopback ports, and read its /health."""
     import socket
     import time
     import urllib.request
 
-    args = _scaled_cluster_configuration(scale)["etcd"]["local"]["extraArgs"]
+    args = control_plane_extra_args(TimeoutScale(percent=percent))["etcd"]
     ports = []
     for _ in range(2):
         with socket.socket() as probe:
