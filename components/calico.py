@@ -1,6 +1,6 @@
 """Calico's operator resources, built as data: the IP pool is the pod subnet, autodetection pinned to the node network;
-and the kustomization that moves the tigera-operator image to calicoRegistry (and, on slow hosts, turns off the
-operator's leader election)."""
+and the kustomization that moves the tigera-operator image to calicoRegistry, leaves out the CRDs operator-crds.yaml
+already applied (and, on slow hosts, turns off the operator's leader election)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,12 @@ from components.yaml_io import dump, dump_all
 # calico.sh downloads tigera-operator.yaml into a directory under this name, next to the kustomization.
 OPERATOR_MANIFEST = "tigera-operator.yaml"
 OPERATOR_DEPLOYMENT = {"group": "apps", "version": "v1", "kind": "Deployment", "namespace": "tigera-operator", "name": "tigera-operator"}
+# tigera-operator.yaml repeats every CRD of operator-crds.yaml (so that it can be applied alone), 1.6 MB of them.
+# calico.sh applies operator-crds.yaml first: sending them again makes the API server decode, diff and, on any
+# change, rebuild its OpenAPI for each one a second time, which under TCG took minutes (and timed out, run 7). The
+# strategic-merge delete drops every CRD the target matches; the name is kustomize's to replace with each match's.
+CRDS = {"group": "apiextensions.k8s.io", "kind": "CustomResourceDefinition"}
+WITHOUT_CRDS = {"$patch": "delete", "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": "any"}}
 # The operator's leader election has controller-runtime's fixed deadlines (a 15 s lease renewed within 10 s; no flag
 # changes them). On a control plane short of CPU a renewal takes longer, and the operator exits ("leader election
 # lost") and starts over: in the lab under TCG, twice in 20 minutes, each start minutes of re-reading the
@@ -70,14 +76,15 @@ def operator_image(config: ClusterConfig) -> str:
 
 def render_operator_kustomization(config: ClusterConfig) -> str:
     """kustomize's images transformer rewrites the registry of the operator's image and keeps the manifest's tag:
-    the manifest is applied as downloaded otherwise (but for the leader election above, on slow hosts), and the
-    tag stays the one its Calico release chose."""
+    the manifest is applied as downloaded otherwise (but for its CRDs and, on slow hosts, the leader election
+    above), and the tag stays the one its Calico release chose."""
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
         "resources": [OPERATOR_MANIFEST],
         "images": [{"name": f"{CALICO_REGISTRY}{CALICO_OPERATOR_IMAGE}", "newName": operator_image(config)}],
+        "patches": [{"target": CRDS, "patch": dump(WITHOUT_CRDS)}],
     }
     if config.timeouts.stretched:
-        kustomization["patches"] = [{"target": OPERATOR_DEPLOYMENT, "patch": dump(OPERATOR_WITHOUT_LEADER_ELECTION)}]
+        kustomization["patches"].append({"target": OPERATOR_DEPLOYMENT, "patch": dump(OPERATOR_WITHOUT_LEADER_ELECTION)})
     return dump(kustomization)

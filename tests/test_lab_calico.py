@@ -200,8 +200,14 @@ def test_the_rendered_kustomization_builds_the_served_operator_manifest(calico: 
     config = config_for(accelerator="tcg", timeoutScale=scale)
     shutil.copy(calico.www / WWW_PATH / "manifests" / "tigera-operator.yaml", tmp_path / "tigera-operator.yaml")
     (tmp_path / "kustomization.yaml").write_text(render_operator_kustomization(config))
-    built = yaml.safe_load_all(run(require_mirror().root / "bin" / "kubectl", "kustomize", tmp_path))
-    (deployment,) = [d for d in built if d and d["kind"] == "Deployment" and d["metadata"]["name"] == "tigera-operator"]
+    built = [d for d in yaml.safe_load_all(run(require_mirror().root / "bin" / "kubectl", "kustomize", tmp_path)) if d]
+    # The CRDs go only with operator-crds.yaml, which calico.sh applies first: every one the manifest repeated is there.
+    assert [d["metadata"]["name"] for d in built if d["kind"] == "CustomResourceDefinition"] == []
+    crds_in = {file: {d["metadata"]["name"] for d in yaml.safe_load_all((calico.www / WWW_PATH / "manifests" / file).read_text())
+                      if d and d["kind"] == "CustomResourceDefinition"} for file in ("operator-crds.yaml", "tigera-operator.yaml")}
+    assert crds_in["tigera-operator.yaml"] and crds_in["tigera-operator.yaml"] <= crds_in["operator-crds.yaml"]
+    assert {d["kind"] for d in built} == {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment"}
+    (deployment,) = [d for d in built if d["kind"] == "Deployment" and d["metadata"]["name"] == "tigera-operator"]
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == f"{config.kubernetes.calico_registry}tigera/operator:{OPERATOR}"
     if scale == "1":

@@ -40,7 +40,8 @@ apply_manifest_url() {
 apply_manifest_url "$CALICO_OPERATOR_CRDS_URL"
 
 # The operator manifest is applied through kustomize's images transformer, which moves the operator image to
-# calicoRegistry and keeps the path and tag its Calico release chose (the default maps quay.io to itself).
+# calicoRegistry and keeps the path and tag its Calico release chose (the default maps quay.io to itself); the
+# kustomization also leaves out the manifest's copies of the CRDs applied above.
 make_work_dir
 install -d -m 700 "$WORK/operator"
 log "downloading $CALICO_OPERATOR_URL"
