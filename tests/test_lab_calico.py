@@ -201,11 +201,8 @@ def test_the_rendered_kustomization_builds_the_served_operator_manifest(calico: 
     shutil.copy(calico.www / WWW_PATH / "manifests" / "tigera-operator.yaml", tmp_path / "tigera-operator.yaml")
     (tmp_path / "kustomization.yaml").write_text(render_operator_kustomization(config))
     built = [d for d in yaml.safe_load_all(run(require_mirror().root / "bin" / "kubectl", "kustomize", tmp_path)) if d]
-    # The CRDs go only with operator-crds.yaml, which calico.sh applies first: every one the manifest repeated is there.
+    # The CRDs go only with operator-crds.yaml, which calico.sh applies first (the test above: both files carry the same).
     assert [d["metadata"]["name"] for d in built if d["kind"] == "CustomResourceDefinition"] == []
-    crds_in = {file: {d["metadata"]["name"] for d in yaml.safe_load_all((calico.www / WWW_PATH / "manifests" / file).read_text())
-                      if d and d["kind"] == "CustomResourceDefinition"} for file in ("operator-crds.yaml", "tigera-operator.yaml")}
-    assert crds_in["tigera-operator.yaml"] and crds_in["tigera-operator.yaml"] <= crds_in["operator-crds.yaml"]
     assert {d["kind"] for d in built} == {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment"}
     (deployment,) = [d for d in built if d["kind"] == "Deployment" and d["metadata"]["name"] == "tigera-operator"]
     container = deployment["spec"]["template"]["spec"]["containers"][0]
@@ -216,3 +213,42 @@ def test_the_rendered_kustomization_builds_the_served_operator_manifest(calico: 
     assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
     assert container["command"] == ["operator", "--enable-leader-election=false"]
     assert "Operator: " in run(calico.bin / "operator", *container["command"][1:], *container.get("args", []), "--version")
+
+
+def undeclared_keys(value: object, schema: dict, path: str = "") -> list[str]:
+    """Keys of `value` that `schema` (a CRD's structural OpenAPI schema) does not declare: the API server would drop
+    them without an error, so a misspelled field would be a setting that silently does nothing."""
+    if isinstance(value, list):
+        return [key for index, item in enumerate(value) for key in undeclared_keys(item, schema.get("items", {}), f"{path}[{index}]")]
+    if not isinstance(value, dict) or schema.get("x-kubernetes-preserve-unknown-fields") or "additionalProperties" in schema:
+        return []
+    declared = schema.get("properties", {})
+    return [f"{path}.{key}" for key in value if key not in declared] + [
+        key for key, item in value.items() if key in declared for key in undeclared_keys(item, declared[key], f"{path}.{key}")
+    ]
+
+
+def test_the_rendered_installation_is_valid_for_the_served_crds(calico: CalicoBuild) -> None:
+    """Every document calico.sh applies from CALICO_INSTALLATION against the openAPIV3Schema of its CRD in the served
+    operator-crds.yaml: types, enums and patterns (jsonschema), and no field the CRD does not declare."""
+    import jsonschema
+
+    from components.calico import render_calico_installation
+    from tests.test_kubeadm_config_real import config_for
+
+    crds = [d for d in yaml.safe_load_all((calico.www / WWW_PATH / "manifests" / "operator-crds.yaml").read_text()) if d]
+    schemas = {
+        (crd["spec"]["group"], crd["spec"]["names"]["kind"]): version["schema"]["openAPIV3Schema"]
+        for crd in crds
+        for version in crd["spec"]["versions"]
+        if version["name"] == "v1"
+    }
+    documents = list(yaml.safe_load_all(render_calico_installation(config_for(accelerator="tcg", timeoutScale="4"))))
+    assert [d["kind"] for d in documents] == ["Installation", "APIServer"]
+    for document in documents:
+        schema = schemas[(document["apiVersion"].split("/")[0], document["kind"])]
+        jsonschema.validate({"spec": document["spec"]}, {**schema, "required": []})
+        assert undeclared_keys(document["spec"], schema["properties"]["spec"]) == [], document["kind"]
+    # The field this relies on is the one that reaches calico-node's container.
+    node_containers = documents[0]["spec"]["calicoNodeDaemonSet"]["spec"]["template"]["spec"]["containers"]
+    assert node_containers == [{"name": "calico-node", "resources": {"requests": {"cpu": "250m"}}}]
