@@ -30,9 +30,6 @@ OPERATOR_WITHOUT_LEADER_ELECTION = [
 ]
 
 
-CALICO_NODE_RESOURCES = {"name": "calico-node", "resources": {"requests": {"cpu": "250m"}}}
-
-
 def render_calico_installation(config: ClusterConfig) -> str:
     installation = {
         "apiVersion": "operator.tigera.io/v1",
@@ -48,7 +45,9 @@ def render_calico_installation(config: ClusterConfig) -> str:
             # it CPU only when no Burstable pod wants any. On a busy control plane (all static pods are Burstable)
             # that starved its start-up, whose API requests have a hard-coded 2 s timeout (run 7, under TCG).
             # Calico's own manifest install requests the same 250m for it.
-            "calicoNodeDaemonSet": {"spec": {"template": {"spec": {"containers": [CALICO_NODE_RESOURCES]}}}},
+            "calicoNodeDaemonSet": {
+                "spec": {"template": {"spec": {"containers": [{"name": "calico-node", "resources": {"requests": {"cpu": "250m"}}}]}}}
+            },
             "calicoNetwork": {
                 # VXLAN needs no BGP: Felix programs the routes itself (Calico's own VXLAN manifests do the same).
                 # Off, calico-node runs no BIRD/confd and its readiness does not wait for BGP peerings.

@@ -37,7 +37,7 @@ timed_out() { report_not_ready; die "$1 within CALICO_TIMEOUT_SECONDS=${CALICO_T
 # 600 kB Installation schema included, on every attempt, which under TCG timed out (run 8: 38 minutes of attempts
 # that all failed there, each making the API server build the document again). --request-timeout: without it the
 # API server gives each write 34 s; writing that 600 kB CRD took longer under TCG, so every attempt ended in
-# "Error from server (Timeout)" and was sent again (run 9: seven attempts in 33 minutes). The API server's own
+# "Error from server (Timeout)" and was sent again (run 9: seven attempts in 27 minutes). The API server's own
 # --request-timeout (60 s, stretched by timeoutScale) caps it.
 apply_manifest_url() {
   kc_apply "$1" "$1" --server-side --force-conflicts --validate=false --request-timeout="$(scaled 60)s" ||
