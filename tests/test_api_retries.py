@@ -132,3 +132,16 @@ def test_the_smoke_test_sends_its_objects_again_while_the_api_server_is_busy(con
     assert done.stdout == "smoke test passed\n"
     assert len(control_plane.applies()) == 5  # the namespace three times, then the deployment and the service
     assert done.stderr.count("applying namespace kubeadm-libvirt-smoke: the API server did not take the request yet") == 2
+
+
+@pytest.mark.parametrize(("scale_percent", "applied"), [("100", "operator-crds.yaml"), ("400", "operator-crds.json")])
+def test_on_a_slow_host_calico_applies_its_crds_without_their_descriptions(
+    control_plane: ControlPlane, dev_run: StackRun, scale_percent: str, applied: str
+) -> None:
+    """timeoutScale above 1 sends the CRDs through the stripper (tests/test_lab_calico.py reads what it makes of
+    the real operator-crds.yaml); at 1 they go as downloaded."""
+    done = control_plane.run(step(dev_run, "calico"), TIMEOUT_SCALE_PERCENT=scale_percent)
+    assert done.returncode == 0, done.stderr
+    crds = control_plane.applies()[0]
+    assert crds.split(" -f ")[1].split()[0].endswith(f"/{applied}"), crds
+    assert ("leaving the descriptions out" in done.stderr) == (scale_percent != "100")

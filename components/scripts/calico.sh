@@ -39,27 +39,88 @@ timed_out() { report_not_ready; die "$1 within CALICO_TIMEOUT_SECONDS=${CALICO_T
 # API server gives each write 34 s; writing that 600 kB CRD took longer under TCG, so every attempt ended in
 # "Error from server (Timeout)" and was sent again (run 9: seven attempts in 27 minutes). The API server's own
 # --request-timeout (60 s, stretched by timeoutScale) caps it.
-apply_manifest_url() {
-  kc_apply "$1" "$1" --server-side --force-conflicts --validate=false --request-timeout="$(scaled 60)s" ||
+apply_manifest() { # apply_manifest WHAT FILE
+  kc_apply "$1" "$2" --server-side --force-conflicts --validate=false --request-timeout="$(scaled 60)s" ||
     timed_out "applying $1 did not finish"
 }
+download() { # download URL FILE
+  log "downloading $1"
+  timeout "$(remaining)" curl -fsSL --connect-timeout "$(scaled 15)" --retry 3 --retry-delay 2 "$1" -o "$2" ||
+    die "could not download $1"
+}
 
-apply_manifest_url "$CALICO_OPERATOR_CRDS_URL"
+# strip_schema_descriptions IN OUT: the manifest IN (YAML) as a JSON List in OUT, each CRD's openAPIV3Schema without
+# its `description`s. Only schema keywords are walked: a property named "description", a default or an enum keep theirs.
+# (Python 3.6, the oldest cloud image's: Ubuntu 18.04.)
+strip_schema_descriptions() {
+  python3 - "$1" "$2" <<'PY'
+import json
+import sys
+
+import yaml
+
+SUBSCHEMAS = ("items", "additionalProperties", "not")  # a schema (items: or a list of them)
+SUBSCHEMA_LISTS = ("allOf", "anyOf", "oneOf")
+SUBSCHEMA_MAPS = ("properties", "patternProperties")  # name -> schema
+
+
+def strip(schema):
+    if not isinstance(schema, dict):
+        return  # additionalProperties may be a boolean
+    schema.pop("description", None)
+    for key in SUBSCHEMAS:
+        value = schema.get(key)
+        for subschema in value if isinstance(value, list) else [value]:
+            strip(subschema)
+    for key in SUBSCHEMA_LISTS:
+        for subschema in schema.get(key) or []:
+            strip(subschema)
+    for key in SUBSCHEMA_MAPS:
+        for subschema in (schema.get(key) or {}).values():
+            strip(subschema)
+
+
+with open(sys.argv[1]) as manifest:
+    documents = [d for d in yaml.load_all(manifest, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) if d]
+for document in documents:
+    if document.get("kind") == "CustomResourceDefinition":
+        for version in document["spec"].get("versions") or []:
+            strip((version.get("schema") or {}).get("openAPIV3Schema"))
+with open(sys.argv[2], "w") as stripped:
+    json.dump({"apiVersion": "v1", "kind": "List", "items": documents}, stripped, separators=(",", ":"))
+PY
+}
+
+make_work_dir
+download "$CALICO_OPERATOR_CRDS_URL" "$WORK/operator-crds.yaml"
+crds_manifest=$WORK/operator-crds.yaml
+# On a slow host (timeoutScale above 1) the CRDs go without the descriptions in their schemas: three quarters of
+# their 1.6 MB (the Installation CRD: 618 kB, 135 kB without). The API server decodes, stores and builds OpenAPI from
+# all of it on every write, and under TCG each write of the Installation CRD outlasted its timeout (run 9). Only
+# `kubectl explain` reads the descriptions. python3 and its yaml module come with cloud-init on every cloud image.
+if ((TIMEOUT_SCALE_PERCENT > 100)); then
+  if python3 -c 'import yaml' 2>/dev/null; then
+    log "leaving the descriptions out of the CRDs' schemas (timeoutScale above 1)"
+    strip_schema_descriptions "$crds_manifest" "$WORK/operator-crds.json" ||
+      die "could not read the CRDs of $CALICO_OPERATOR_CRDS_URL (is it Calico's operator-crds.yaml?)"
+    crds_manifest=$WORK/operator-crds.json
+  else
+    log "python3 with its yaml module is not installed: applying the CRDs with their descriptions"
+  fi
+fi
+apply_manifest "$CALICO_OPERATOR_CRDS_URL" "$crds_manifest"
 
 # The operator manifest is applied through kustomize's images transformer, which moves the operator image to
 # calicoRegistry and keeps the path and tag its Calico release chose (the default maps quay.io to itself); the
 # kustomization also leaves out the manifest's copies of the CRDs applied above.
-make_work_dir
 install -d -m 700 "$WORK/operator"
-log "downloading $CALICO_OPERATOR_URL"
-timeout "$(remaining)" curl -fsSL --connect-timeout "$(scaled 15)" --retry 3 --retry-delay 2 "$CALICO_OPERATOR_URL" \
-  -o "$WORK/operator/tigera-operator.yaml" || die "could not download $CALICO_OPERATOR_URL"
+download "$CALICO_OPERATOR_URL" "$WORK/operator/tigera-operator.yaml"
 printf '%s\n' "$kustomization" >"$WORK/operator/kustomization.yaml"
 kubectl kustomize "$WORK/operator" >"$WORK/tigera-operator.yaml" ||
   die "kubectl kustomize could not build $CALICO_OPERATOR_URL with CALICO_OPERATOR_KUSTOMIZATION"
 grep -qE "^[[:space:]-]*image: ${CALICO_OPERATOR_IMAGE//./\\.}:" "$WORK/tigera-operator.yaml" ||
   die "$CALICO_OPERATOR_URL has no container image that became $CALICO_OPERATOR_IMAGE:<tag> (is it Calico's tigera-operator.yaml?)"
-apply_manifest_url "$WORK/tigera-operator.yaml"
+apply_manifest "$CALICO_OPERATOR_URL" "$WORK/tigera-operator.yaml"
 
 crds=(crd/installations.operator.tigera.io)
 if grep -q '^kind: *APIServer *$' <<<"$installation"; then crds+=(crd/apiservers.operator.tigera.io); fi
