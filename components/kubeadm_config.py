@@ -39,6 +39,11 @@ API_SERVER_SECONDS = {"request-timeout": 60, "etcd-healthcheck-timeout": 2, "etc
 # what the lab's API server got before each kill): scaled, a starved member gets that much longer, ticks less often
 # and, alone, never holds an election. The two keep etcd's rule: election timeout >= 5 x heartbeat interval.
 ETCD_RAFT_MILLISECONDS = {"heartbeat-interval": 100, "election-timeout": 1000}
+# The kubelet's bound on each container-runtime call (KubeletConfiguration runtimeRequestTimeout, default 2 min),
+# scaled by timeoutScale. Creating a pod's sandbox includes the CNI plugin's ADD: under TCG, on a loaded worker,
+# Calico's took longer than 2 min, so the kubelet gave up, killed the half-made sandbox and started over, again and
+# again (lab run 10: one calico-apiserver pod stayed ContainerCreating for 50 minutes, its retries the worker's load).
+KUBELET_RUNTIME_REQUEST_SECONDS = 120
 # Under allowCgroupV1 (1.35+ on cgroup v1): the only preflight check the project ever ignores, on init and join.
 CGROUP_V1_IGNORED_PREFLIGHT_ERRORS = ("SystemVerification",)
 # The worker's token and the CA hash exist only in the join command on the worker's stdin (a secret, minted per
@@ -118,6 +123,8 @@ def kubeadm_documents(config: ClusterConfig) -> list[dict[str, Any]]:
         "kind": "KubeletConfiguration",
         "cgroupDriver": "systemd",
     }
+    if config.timeouts.stretched:  # kubeadm uploads it for every node: workers' kubelets get it on join
+        kubelet["runtimeRequestTimeout"] = config.timeouts.duration(KUBELET_RUNTIME_REQUEST_SECONDS)
     if cgroup_v1_opt_in:
         kubelet["failCgroupV1"] = False  # KEP-5573: from 1.35 the kubelet refuses cgroup v1 unless told otherwise
     proxy: dict[str, Any] = {

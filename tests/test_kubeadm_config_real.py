@@ -82,6 +82,14 @@ def test_control_plane_timing_stretches_with_timeout_scale_and_is_left_at_its_de
     assert "extraArgs" not in default["apiServer"]
 
 
+def test_the_kubelets_runtime_calls_get_longer_with_timeout_scale() -> None:
+    """Every node's kubelet (the KubeletConfiguration kubeadm uploads at init) waits 2 min x timeoutScale for a
+    runtime call such as a pod sandbox's creation; at 1 the kubelet's default stays."""
+    assert kubeadm_documents(config_for(accelerator="tcg", timeoutScale="4"))[2]["runtimeRequestTimeout"] == "8m"
+    assert kubeadm_documents(config_for(accelerator="tcg", timeoutScale="1.5"))[2]["runtimeRequestTimeout"] == "3m"
+    assert "runtimeRequestTimeout" not in kubeadm_documents(config_for())[2]
+
+
 def test_the_check_can_fail(built_kubeadm: Path, tmp_path: Path) -> None:
     """The validator is real: a field kubeadm does not know is refused, naming it."""
     text = render_kubeadm_config(config_for()).replace("kind: ClusterConfiguration", "kind: ClusterConfiguration\nnoSuchField: 1", 1)
