@@ -228,6 +228,17 @@ def undeclared_keys(value: object, schema: dict, path: str = "") -> list[str]:
     ]
 
 
+def schemas_of(documents: list[dict], crds: list[dict]) -> list[dict]:
+    """The openAPIV3Schema of each document's kind at v1, from `crds`."""
+    schemas = {
+        (crd["spec"]["group"], crd["spec"]["names"]["kind"]): version["schema"]["openAPIV3Schema"]
+        for crd in crds
+        for version in crd["spec"]["versions"]
+        if version["name"] == "v1"
+    }
+    return [schemas[(document["apiVersion"].split("/")[0], document["kind"])] for document in documents]
+
+
 def test_the_rendered_installation_is_valid_for_the_served_crds(calico: CalicoBuild) -> None:
     """Every document calico.sh applies from CALICO_INSTALLATION against the openAPIV3Schema of its CRD in the served
     operator-crds.yaml: types, enums and patterns (jsonschema), and no field the CRD does not declare."""
@@ -237,22 +248,14 @@ def test_the_rendered_installation_is_valid_for_the_served_crds(calico: CalicoBu
     from tests.test_kubeadm_config_real import config_for
 
     crds = [d for d in yaml.safe_load_all((calico.www / WWW_PATH / "manifests" / "operator-crds.yaml").read_text()) if d]
-    schemas = {
-        (crd["spec"]["group"], crd["spec"]["names"]["kind"]): version["schema"]["openAPIV3Schema"]
-        for crd in crds
-        for version in crd["spec"]["versions"]
-        if version["name"] == "v1"
-    }
     documents = list(yaml.safe_load_all(render_calico_installation(config_for(accelerator="tcg", timeoutScale="4"))))
     assert [d["kind"] for d in documents] == ["Installation", "APIServer"]
-    for document in documents:
-        schema = schemas[(document["apiVersion"].split("/")[0], document["kind"])]
+    for document, schema in zip(documents, schemas_of(documents, crds)):
         jsonschema.validate({"spec": document["spec"]}, {**schema, "required": []})
         assert undeclared_keys(document["spec"], schema["properties"]["spec"]) == [], document["kind"]
     # The field this relies on is the one that reaches calico-node's container.
     node_containers = documents[0]["spec"]["calicoNodeDaemonSet"]["spec"]["template"]["spec"]["containers"]
     assert node_containers == [{"name": "calico-node", "resources": {"requests": {"cpu": "250m"}}}]
-
 
 
 def without_string_descriptions(value: object) -> object:
@@ -296,14 +299,9 @@ def test_the_crds_without_descriptions_keep_everything_else_of_the_served_ones(c
         expected = [{**v, "schema": {"openAPIV3Schema": without_string_descriptions(v["schema"]["openAPIV3Schema"])}} for v, _ in versions]
         # Printer columns keep their descriptions: only the schemas lose theirs.
         assert after == {**before, "spec": {**before["spec"], "versions": expected}}, before["metadata"]["name"]
-    schemas = {
-        (crd["spec"]["group"], crd["spec"]["names"]["kind"]): version["schema"]["openAPIV3Schema"]
-        for crd in stripped
-        for version in crd["spec"]["versions"]
-        if version["name"] == "v1"
-    }
-    for document in yaml.safe_load_all(render_calico_installation(config_for(accelerator="tcg", timeoutScale="4"))):
-        jsonschema.validate({"spec": document["spec"]}, {**schemas[(document["apiVersion"].split("/")[0], document["kind"])], "required": []})
+    documents = list(yaml.safe_load_all(render_calico_installation(config_for(accelerator="tcg", timeoutScale="4"))))
+    for document, schema in zip(documents, schemas_of(documents, stripped)):
+        jsonschema.validate({"spec": document["spec"]}, {**schema, "required": []})
 
 
 def test_the_stripper_keeps_a_property_named_description_and_data_that_has_one(tmp_path: Path) -> None:

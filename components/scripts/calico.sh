@@ -94,8 +94,8 @@ PY
 make_work_dir
 download "$CALICO_OPERATOR_CRDS_URL" "$WORK/operator-crds.yaml"
 crds_manifest=$WORK/operator-crds.yaml
-# On a slow host (timeoutScale above 1) the CRDs go without the descriptions in their schemas: three quarters of
-# their 1.6 MB (the Installation CRD: 618 kB, 135 kB without). The API server decodes, stores and builds OpenAPI from
+# On a slow host (timeoutScale above 1) the CRDs go without the descriptions in their schemas: nine tenths of
+# their 1.7 MB (the Installation CRD: 618 kB, 135 kB without). The API server decodes, stores and builds OpenAPI from
 # all of it on every write, and under TCG each write of the Installation CRD outlasted its timeout (run 9). Only
 # `kubectl explain` reads the descriptions. python3 and its yaml module come with cloud-init on every cloud image.
 if ((TIMEOUT_SCALE_PERCENT > 100)); then
