@@ -1,11 +1,14 @@
 """Calico's operator resources, built as data: the IP pool is the pod subnet, autodetection pinned to the node network;
 and the kustomization that moves the tigera-operator image to calicoRegistry, leaves out the CRDs operator-crds.yaml
-already applied (and, on slow hosts, turns off the operator's leader election)."""
+already applied (and, on slow hosts, turns off the operator's leader election); on slow hosts, the admission policy
+that stretches the probes of the pods the operator starts."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from components.config import ClusterConfig
-from components.versions import CALICO_OPERATOR_IMAGE, CALICO_REGISTRY
+from components.versions import CALICO_OPERATOR_IMAGE, CALICO_REGISTRY, AdmissionPolicyApi, mutating_admission_policy_api
 from components.yaml_io import dump, dump_all
 
 # calico.sh downloads tigera-operator.yaml into a directory under this name, next to the kustomization.
@@ -28,6 +31,85 @@ OPERATOR_WITHOUT_LEADER_ELECTION = [
     {"op": "add", "path": "/spec/strategy", "value": {"type": "Recreate"}},
     {"op": "add", "path": "/spec/template/spec/containers/0/command/-", "value": "--enable-leader-election=false"},
 ]
+
+
+# The operator fixes Calico's probes (the Installation cannot change them, tigera/operator#2169): calico-node's
+# liveness probe fails after 3 minutes without an answer (period 60 s, threshold 3, no initial delay), every probe
+# gives up after 10 s. Under TCG, calico-node's start-up (its node and IPAM writes through a loaded API server,
+# then Felix) took longer than that: the kubelet killed it again and again, and no pod network came up (lab run 11).
+# With timeoutScale above 1 a MutatingAdmissionPolicy gives every pod Calico starts a startup probe, the liveness
+# probe's own check with an allowance scaled from 5 minutes, and each probe a timeout scaled from 10 s. The kubelet
+# runs neither liveness nor readiness before the startup probe succeeds once, so a slow start is waited for and a
+# process that hangs later is still restarted. Pods, not the operator's DaemonSets and Deployments, are mutated:
+# the operator would put back any change to those.
+CALICO_NAMESPACES = ("calico-system", "calico-apiserver")
+PROBE_POLICY = "kubeadm-libvirt-calico-probes"
+STARTUP_ALLOWANCE_SECONDS = 300
+STARTUP_PERIOD_SECONDS = 10
+PROBE_TIMEOUT_SECONDS = 10  # the operator's timeoutSeconds on every Calico probe
+
+
+def probe_policy_api(config: ClusterConfig) -> AdmissionPolicyApi | None:
+    """The MutatingAdmissionPolicy API the probe policy is written in: on slow hosts, for minors that serve one."""
+    if not config.timeouts.stretched:
+        return None
+    return mutating_admission_policy_api(config.kubernetes.minor_number)
+
+
+def _probe_patches(config: ClusterConfig) -> str:
+    """The JSON patches, as CEL: the first container (every Calico pod has one; the match conditions check it)."""
+    timeout = config.timeouts.seconds(PROBE_TIMEOUT_SECONDS)
+    failures = -(-config.timeouts.seconds(STARTUP_ALLOWANCE_SECONDS) // STARTUP_PERIOD_SECONDS)
+    container = "/spec/containers/0"
+    startup = [
+        f'JSONPatch{{op: "add", path: "{container}/startupProbe", value: object.spec.containers[0].livenessProbe}}',
+        f'JSONPatch{{op: "add", path: "{container}/startupProbe/periodSeconds", value: {STARTUP_PERIOD_SECONDS}}}',
+        f'JSONPatch{{op: "add", path: "{container}/startupProbe/failureThreshold", value: {failures}}}',
+        f'JSONPatch{{op: "add", path: "{container}/startupProbe/timeoutSeconds", value: {timeout}}}',
+        f'JSONPatch{{op: "add", path: "{container}/livenessProbe/timeoutSeconds", value: {timeout}}}',
+    ]
+    readiness = f'JSONPatch{{op: "add", path: "{container}/readinessProbe/timeoutSeconds", value: {timeout}}}'
+    return (
+        "[\n  " + ",\n  ".join(startup) + "\n] + (has(object.spec.containers[0].readinessProbe) ? [\n  " + readiness + "\n] : [])"
+    )
+
+
+def calico_probe_policy(config: ClusterConfig) -> list[dict[str, Any]]:
+    """The policy and its binding, or nothing (timeoutScale 1, or a minor without the API)."""
+    api = probe_policy_api(config)
+    if api is None:
+        return []
+    policy = {
+        "apiVersion": api.api_version,
+        "kind": "MutatingAdmissionPolicy",
+        "metadata": {"name": PROBE_POLICY},
+        "spec": {
+            "matchConstraints": {
+                "namespaceSelector": {
+                    "matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": list(CALICO_NAMESPACES)}]
+                },
+                "resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}],
+            },
+            "matchConditions": [
+                {
+                    "name": "first-container-has-a-liveness-probe-and-no-startup-probe",
+                    "expression": "size(object.spec.containers) > 0 && has(object.spec.containers[0].livenessProbe)"
+                    " && !has(object.spec.containers[0].startupProbe)",
+                }
+            ],
+            # A policy that cannot apply leaves the pod as the operator made it rather than refusing it.
+            "failurePolicy": "Ignore",
+            "reinvocationPolicy": "Never",
+            "mutations": [{"patchType": "JSONPatch", "jsonPatch": {"expression": _probe_patches(config)}}],
+        },
+    }
+    binding = {
+        "apiVersion": api.api_version,
+        "kind": "MutatingAdmissionPolicyBinding",
+        "metadata": {"name": PROBE_POLICY},
+        "spec": {"policyName": PROBE_POLICY},
+    }
+    return [policy, binding]
 
 
 def render_calico_installation(config: ClusterConfig) -> str:
@@ -67,7 +149,8 @@ def render_calico_installation(config: ClusterConfig) -> str:
         },
     }
     api_server = {"apiVersion": "operator.tigera.io/v1", "kind": "APIServer", "metadata": {"name": "default"}, "spec": {}}
-    return dump_all([installation, api_server])
+    # The policy first: it must be in place before the operator's DaemonSets create their pods.
+    return dump_all([*calico_probe_policy(config), installation, api_server])
 
 
 def calico_manifest_urls(config: ClusterConfig) -> tuple[str, str]:

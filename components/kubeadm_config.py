@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from components import versions
+from components.calico import probe_policy_api
 from components.config import ClusterConfig, NodeSpec, TimeoutScale
 from components.yaml_io import dump, dump_all
 
@@ -114,7 +115,10 @@ def kubeadm_documents(config: ClusterConfig) -> list[dict[str, Any]]:
     }
     if config.timeouts.stretched:  # at timeoutScale 1 they are the defaults: nothing to render
         args = control_plane_extra_args(config.timeouts)
-        cluster["apiServer"]["extraArgs"] = args["kube-apiserver"]
+        # calico.py's probe policy needs the API server to serve MutatingAdmissionPolicy (beta in 1.34-1.35: off).
+        policy_api = probe_policy_api(config)
+        policy_args = [{"name": name, "value": value} for name, value in policy_api.api_server_args] if policy_api else []
+        cluster["apiServer"]["extraArgs"] = args["kube-apiserver"] + policy_args
         cluster["controllerManager"] = {"extraArgs": args["kube-controller-manager"]}
         cluster["scheduler"] = {"extraArgs": args["kube-scheduler"]}
         cluster["etcd"] = {"local": {"extraArgs": args["etcd"]}}

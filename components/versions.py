@@ -94,6 +94,30 @@ CALICO_KUBERNETES_MINORS: dict[str, tuple[int, int]] = {
     "3.33": (35, 37),
 }
 
+# How each minor's kube-apiserver serves MutatingAdmissionPolicy (KEP-3962): alpha in 1.32-1.33 (not used: an alpha
+# API is not something to switch on in a cluster a user keeps), beta in 1.34-1.35, served only when its feature gate
+# and its API version are switched on, GA (v1, on by default) from 1.36.
+@dataclass(frozen=True)
+class AdmissionPolicyApi:
+    api_version: str
+    api_server_args: tuple[tuple[str, str], ...]  # the kube-apiserver flags that make it served
+
+
+MUTATING_ADMISSION_POLICY_BETA = AdmissionPolicyApi(
+    "admissionregistration.k8s.io/v1beta1",
+    (("feature-gates", "MutatingAdmissionPolicy=true"), ("runtime-config", "admissionregistration.k8s.io/v1beta1=true")),
+)
+MUTATING_ADMISSION_POLICY_GA = AdmissionPolicyApi("admissionregistration.k8s.io/v1", ())
+
+
+def mutating_admission_policy_api(kubernetes_minor: int) -> AdmissionPolicyApi | None:
+    if kubernetes_minor >= 36:
+        return MUTATING_ADMISSION_POLICY_GA
+    if kubernetes_minor >= 34:
+        return MUTATING_ADMISSION_POLICY_BETA
+    return None
+
+
 # Calico's images come from one registry set explicitly in the Installation, so workers can prepull exactly
 # those; quay.io has no Docker Hub pull limits. The images every node runs (DaemonSets):
 CALICO_REGISTRY = "quay.io/"

@@ -75,6 +75,9 @@ def test_control_plane_timing_stretches_with_timeout_scale_and_is_left_at_its_de
         {"name": "request-timeout", "value": "4m"},
         {"name": "etcd-healthcheck-timeout", "value": "8s"},
         {"name": "etcd-readycheck-timeout", "value": "8s"},
+        # What 1.34's API server needs to serve calico.py's probe policy (tests/test_calico_probe_policy_real.py).
+        {"name": "feature-gates", "value": "MutatingAdmissionPolicy=true"},
+        {"name": "runtime-config", "value": "admissionregistration.k8s.io/v1beta1=true"},
     ]
     assert scaled["etcd"] == {"local": {"extraArgs": [{"name": "heartbeat-interval", "value": "400"}, {"name": "election-timeout", "value": "4000"}]}}
     default = kubeadm_documents(config_for())[1]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # calico.sh: install Calico through the tigera-operator (CRDs, operator, Installation/APIServer) and wait until it is Available.
 # Safe to re-run: every apply is declarative (server-side for the large manifests), the wait is bounded.
-# Inputs (env): CALICO_OPERATOR_CRDS_URL, CALICO_OPERATOR_URL (manifest URLs), CALICO_OPERATOR_KUSTOMIZATION and CALICO_OPERATOR_IMAGE (the operator image's registry rewrite and its result), CALICO_INSTALLATION (YAML),
+# Inputs (env): CALICO_OPERATOR_CRDS_URL, CALICO_OPERATOR_URL (manifest URLs), CALICO_OPERATOR_KUSTOMIZATION and CALICO_OPERATOR_IMAGE (the operator image's registry rewrite and its result), CALICO_INSTALLATION (YAML; on slow hosts a policy stretching Calico's probes first),
 #               CALICO_TIMEOUT_SECONDS (bounds the whole step), TIMEOUT_SCALE_PERCENT (optional).
 set -euo pipefail
 
@@ -128,7 +128,8 @@ if grep -q '^kind: *APIServer *$' <<<"$installation"; then crds+=(crd/apiservers
 kc_retrying "waiting for ${crds[*]}" "" wait --for=condition=Established --timeout="${CALICO_TIMEOUT_SECONDS}s" "${crds[@]}" ||
   timed_out "the operator CRDs (${crds[*]}) did not become Established"
 
-# Right after the CRDs are created, discovery may not list the new kinds yet: kc_apply sends it again.
+# Right after the CRDs are created, discovery may not list the new kinds yet: kc_apply sends it again. kubectl applies
+# the documents in order: a probe policy comes before the Installation, so it is in place before any Calico pod exists.
 kc_apply "CALICO_INSTALLATION" - <<<"$installation" || timed_out "the Installation's kinds were not served"
 
 # The operator creates tigerastatus/calico only once it has picked up the Installation.
