@@ -56,10 +56,15 @@ def probe_policy_api(config: ClusterConfig) -> AdmissionPolicyApi | None:
     return mutating_admission_policy_api(config.kubernetes.minor_number)
 
 
+def stretched_probes(config: ClusterConfig) -> tuple[int, int]:
+    """(the startup probe's failureThreshold, every probe's timeoutSeconds) at the stack's timeoutScale."""
+    failures = -(-config.timeouts.seconds(STARTUP_ALLOWANCE_SECONDS) // STARTUP_PERIOD_SECONDS)
+    return failures, config.timeouts.seconds(PROBE_TIMEOUT_SECONDS)
+
+
 def _probe_patches(config: ClusterConfig) -> str:
     """The JSON patches, as CEL: the first container (every Calico pod has one; the match conditions check it)."""
-    timeout = config.timeouts.seconds(PROBE_TIMEOUT_SECONDS)
-    failures = -(-config.timeouts.seconds(STARTUP_ALLOWANCE_SECONDS) // STARTUP_PERIOD_SECONDS)
+    failures, timeout = stretched_probes(config)
     container = "/spec/containers/0"
     startup = [
         f'JSONPatch{{op: "add", path: "{container}/startupProbe", value: object.spec.containers[0].livenessProbe}}',
@@ -150,7 +155,7 @@ def render_calico_installation(config: ClusterConfig) -> str:
     }
     api_server = {"apiVersion": "operator.tigera.io/v1", "kind": "APIServer", "metadata": {"name": "default"}, "spec": {}}
     # The policy first: it must be in place before the operator's DaemonSets create their pods.
-    return dump_all([*calico_probe_policy(config), installation, api_server])
+    return dump_all([*calico_probe_policy(config), installation, *([api_server] if config.kubernetes.calico_api_server else [])])
 
 
 def calico_manifest_urls(config: ClusterConfig) -> tuple[str, str]:

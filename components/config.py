@@ -108,6 +108,7 @@ class KubernetesSpec:
     smoke_test: bool
     smoke_image: str
     allow_cgroup_v1: bool
+    calico_api_server: bool  # the operator's APIServer: projectcalico.org/v3 served to kubectl
     # The Calico/Kubernetes pairing is outside Calico's tested range, accepted under allowUntestedCalico: the text
     # of the warning the program logs, else "".
     untested_calico: str = ""

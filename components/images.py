@@ -61,7 +61,8 @@ def kubeadm_images(kubernetes: KubernetesSpec) -> tuple[list[str], str | None]:
 def calico_images(kubernetes: KubernetesSpec) -> tuple[list[str], str | None]:
     """The operator, then what it deploys; the operator's tag comes from a table (see CALICO_OPERATOR_TAGS)."""
     registry, version = kubernetes.calico_registry, kubernetes.calico_version
-    deployed = [f"{registry}calico/{name}:v{version}" for name in versions.CALICO_CLUSTER_IMAGES]
+    cluster = versions.CALICO_CLUSTER_IMAGES + ((versions.CALICO_API_SERVER_IMAGE,) if kubernetes.calico_api_server else ())
+    deployed = [f"{registry}calico/{name}:v{version}" for name in cluster]
     deployed += list(versions.calico_node_images(registry, version))
     operator_tag = versions.CALICO_OPERATOR_TAGS.get(version)
     if operator_tag is None:

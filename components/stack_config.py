@@ -14,7 +14,7 @@ CONFIG_KEYS = (
     "calicoVersion", "dockerVersion", "containerdVersion", "mirror", "dockerAptMirror", "kubernetesAptMirror",
     "imageRepository", "registryMirrors", "calicoManifestUrl", "smokeTest", "protectControlPlane", "accelerator",
     "timeoutScale", "calicoRegistry", "registries", "containerRuntimeSource", "osAptSources", "osAptKeyUrl",
-    "allowUntestedCalico", "smokeImage",
+    "allowUntestedCalico", "smokeImage", "calicoApiServer",
 )  # fmt: skip
 
 

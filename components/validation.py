@@ -618,6 +618,7 @@ def _parse_kubernetes(
         docker_version=docker_version,
         containerd_version=containerd_version,
         smoke_test=scalars.boolean("smokeTest"),
+        calico_api_server=scalars.boolean("calicoApiServer"),
         smoke_image=smoke_image,
         allow_cgroup_v1=allow_cgroup_v1,
         untested_calico=untested_calico,

@@ -126,9 +126,11 @@ CALICO_REGISTRY = "quay.io/"
 CALICO_NODE_IMAGES = ("node", "cni")
 # The operator's image in Calico's tigera-operator.yaml is quay.io/tigera/operator:<tag>: CALICO_REGISTRY + this.
 CALICO_OPERATOR_IMAGE = "tigera/operator"
-# What the operator deploys for the Installation and APIServer calico.py renders, besides CALICO_NODE_IMAGES:
-# Typha, kube-controllers and the API server (no Goldmane, Whisker or gateway resources, no certificate management).
-CALICO_CLUSTER_IMAGES = ("typha", "kube-controllers", "apiserver")
+# What the operator deploys for the Installation calico.py renders, besides CALICO_NODE_IMAGES: Typha and
+# kube-controllers (no Goldmane, Whisker or gateway resources, no certificate management); and for the APIServer,
+# when calicoApiServer renders one, the API server.
+CALICO_CLUSTER_IMAGES = ("typha", "kube-controllers")
+CALICO_API_SERVER_IMAGE = "apiserver"
 # Calico release -> the tigera/operator tag its tigera-operator.yaml pins: the operator release that says "released
 # to support Calico version v3.31.N" (tigera/operator release notes: v1.40.12 for 3.31.5, v1.40.13 for 3.31.6,
 # v1.40.15 for 3.31.7). Not read from the manifests themselves, which are not reachable here; calico.sh checks on

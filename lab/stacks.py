@@ -30,6 +30,10 @@ def lab_stack_config(libvirt_uri: str, image: Path | str, nodes: tuple[dict[str,
         "kubeadm-libvirt:imageUrl": str(image),
         "kubeadm-libvirt:accelerator": "tcg",
         "kubeadm-libvirt:timeoutScale": LAB_TIMEOUT_SCALE,
+        # Calico's API server is two more pods and an aggregated API the control plane's controllers keep
+        # discovering: on 2 cores under TCG, load that slowed all of Calico's start (lab run 10: one of its pods took
+        # 50 minutes to get a sandbox). Off, as Kubespray's default (calico_apiserver_enabled: false).
+        "kubeadm-libvirt:calicoApiServer": False,
     }
 
 

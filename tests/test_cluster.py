@@ -26,6 +26,7 @@ import pytest
 from pulumi import automation as auto
 
 from bench.engine import memory_figures, up_figures
+from components.calico import stretched_probes
 from components.images import calico_images
 from components.join_token import join_token_id
 from components.kubeadm_config import control_plane_extra_args
@@ -195,12 +196,13 @@ def test_calico_is_available_and_runs_exactly_the_images_the_stack_lists(cluster
     # The calico step saw every tigerastatus Available. Under TCG the control plane's calico-node misses a
     # readiness probe now and then (its exec probe starts a Go binary within 10 s on a guest running ten times
     # slower), and the operator then reports calico not Available until the next probe passes: wait for it.
+    wanted = {"calico", "ippools"} | ({"apiserver"} if validate(STACK, cluster.config).kubernetes.calico_api_server else set())
     started = time.monotonic()
     deadline_at = started + 600
     while True:
         statuses = json.loads(kubectl(cluster, "get", "tigerastatus", "-o", "json"))["items"]
         available = {s["metadata"]["name"]: next((c["status"] for c in s["status"].get("conditions", []) if c["type"] == "Available"), "") for s in statuses}
-        if {"calico", "apiserver", "ippools"} <= set(available) and set(available.values()) == {"True"}:
+        if wanted <= set(available) and set(available.values()) == {"True"}:
             print(f"every tigerastatus Available after {time.monotonic() - started:.0f} s of waiting")
             break
         if time.monotonic() > deadline_at:
@@ -215,6 +217,26 @@ def test_calico_is_available_and_runs_exactly_the_images_the_stack_lists(cluster
     # What the real operator deployed for the rendered Installation is what `python3 -m components.images` lists
     # (and the workers prepull): no more, no less.
     assert running == set(listed), (sorted(running), listed)
+
+
+def test_calicos_pods_run_with_the_probes_the_stack_stretched(cluster: ClusterRun) -> None:
+    """calico.py's admission policy reached every Calico pod with a liveness probe: a startup probe repeating that
+    check with the scaled allowance, and the scaled timeouts. The restarts are printed: a figure, not a contract."""
+    require_ready(cluster)
+    config = validate(STACK, cluster.config)
+    failures, timeout = stretched_probes(config)
+    pods = json.loads(kubectl(cluster, "get", "pods", "-n", "calico-system", "-o", "json"))["items"]
+    probed = [p for p in pods if "livenessProbe" in p["spec"]["containers"][0]]
+    assert {p["metadata"]["labels"].get("k8s-app") for p in probed} >= {"calico-node", "calico-typha"}
+    for pod in probed:
+        container = pod["spec"]["containers"][0]
+        assert container["startupProbe"]["failureThreshold"] == failures, pod["metadata"]["name"]
+        assert {k: v for k, v in container["startupProbe"].items() if k not in ("periodSeconds", "failureThreshold", "timeoutSeconds")} == {
+            k: v for k, v in container["livenessProbe"].items() if k not in ("periodSeconds", "failureThreshold", "timeoutSeconds")
+        }
+        assert container["livenessProbe"]["timeoutSeconds"] == timeout
+        restarts = [c.get("restartCount", 0) for c in pod["status"].get("containerStatuses", [])]
+        print(f"{pod['metadata']['name']} on {pod['spec'].get('nodeName')}: {restarts} restarts")
 
 
 def test_the_control_plane_kube_proxy_and_coredns_run_from_the_mirror(cluster: ClusterRun) -> None:

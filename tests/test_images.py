@@ -83,6 +83,18 @@ def test_the_whole_list_for_a_mirrored_stack() -> None:
     ]
 
 
+def test_without_calicos_api_server_neither_its_resource_nor_its_image_is_there() -> None:
+    """calicoApiServer false (the lab's): no APIServer for the operator, so no calico/apiserver to pull or mirror."""
+    import yaml
+
+    from components.calico import render_calico_installation
+
+    for setting, kinds in (("true", ["Installation", "APIServer"]), ("false", ["Installation"])):
+        config = config_for(calicoApiServer=setting)
+        assert [d["kind"] for d in yaml.safe_load_all(render_calico_installation(config))] == kinds
+        assert ("quay.io/calico/apiserver:v3.31.6" in cluster_images(config).images) == (setting == "true")
+
+
 def test_the_prepulled_and_sandbox_images_are_in_the_list() -> None:
     from components.steps import sandbox_image
     from components.versions import calico_node_images
