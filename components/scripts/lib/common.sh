@@ -277,6 +277,9 @@ is_transient_api_error() {
     *"the server is currently unable to handle the request"* | *"was refused - did you specify the right host or port"*) ;;
     *"net/http: TLS handshake timeout"* | *"i/o timeout"* | *"http2: client connection lost"*) ;;
     *"connect: connection refused"* | *"Unable to connect to the server: unexpected EOF"*) ;; # e.g. kubectl's openapi download
+    # Go's HTTP client gave up waiting for the answer (the client's own timeout: kubeadm's 10 s, the 32 s of kubectl's
+    # openapi download for its validation), as both did against the lab's TCG control plane right after Calico's CRDs.
+    *"Client.Timeout exceeded while awaiting headers"*) ;;
     *) return 1 ;;
   esac
 }
