@@ -45,6 +45,16 @@ ETCD_RAFT_MILLISECONDS = {"heartbeat-interval": 100, "election-timeout": 1000}
 # Calico's took longer than 2 min, so the kubelet gave up, killed the half-made sandbox and started over, again and
 # again (lab run 10: one calico-apiserver pod stayed ContainerCreating for 50 minutes, its retries the worker's load).
 KUBELET_RUNTIME_REQUEST_SECONDS = 120
+# The liveness probe kubeadm gives each control-plane static pod: answer within 15 s, killed after 8 failures 10 s
+# apart. kubeadm stretches the startup probe with its own timeouts, never this one, and its config cannot set it.
+# Under TCG the API server, busy with Calico's start, failed it: the kubelet killed it, and every client then listed
+# everything again at once, so that the new one, too starved to reach itself over TLS, failed a start-up hook and
+# exited, again and again (lab run 13). With timeoutScale above 1 a kubeadm patch (InitConfiguration `patches`,
+# strategic merge, one file per static pod) scales both numbers.
+STATIC_POD_LIVENESS = {"timeoutSeconds": 15, "failureThreshold": 8}
+CONTROL_PLANE_STATIC_PODS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+# Where kubeadm-init.sh writes the patch files (KUBEADM_PATCHES) for `kubeadm init` to read.
+PATCHES_DIR = "/etc/kubernetes/kubeadm-libvirt/patches"
 # Under allowCgroupV1 (1.35+ on cgroup v1): the only preflight check the project ever ignores, on init and join.
 CGROUP_V1_IGNORED_PREFLIGHT_ERRORS = ("SystemVerification",)
 # The worker's token and the CA hash exist only in the join command on the worker's stdin (a secret, minted per
@@ -73,6 +83,19 @@ def control_plane_extra_args(scale: TimeoutScale) -> dict[str, list[dict[str, st
     }
 
 
+def static_pod_patches(scale: TimeoutScale) -> dict[str, dict[str, Any]]:
+    """kubeadm patch file name -> strategic-merge patch of that static pod; none at timeoutScale 1."""
+    if not scale.stretched:
+        return {}
+    liveness = {field: scale.seconds(value) for field, value in STATIC_POD_LIVENESS.items()}
+    return {f"{pod}+strategic.yaml": {"spec": {"containers": [{"name": pod, "livenessProbe": liveness}]}} for pod in CONTROL_PLANE_STATIC_PODS}
+
+
+def render_static_pod_patches(scale: TimeoutScale) -> str:
+    """KUBEADM_PATCHES for kubeadm-init.sh: each patch's YAML after a '# kubeadm patch: FILE' line ("" for none)."""
+    return "".join(f"# kubeadm patch: {name}\n{dump(patch)}" for name, patch in static_pod_patches(scale).items())
+
+
 def api_server_endpoint(config: ClusterConfig) -> str:
     return f"{config.control_plane.ip}:{API_SERVER_PORT}"
 
@@ -98,6 +121,8 @@ def kubeadm_documents(config: ClusterConfig) -> list[dict[str, Any]]:
         "nodeRegistration": node_registration,
         "timeouts": kubeadm_timeouts(INIT_TIMEOUTS, config.timeouts),
     }
+    if static_pod_patches(config.timeouts):
+        init["patches"] = {"directory": PATCHES_DIR}
     cluster = {
         "apiVersion": KUBEADM_API,
         "kind": "ClusterConfiguration",

@@ -16,7 +16,7 @@ from pathlib import Path
 from components.calico import calico_manifest_urls, operator_image, render_calico_installation, render_operator_kustomization
 from components.config import ClusterConfig, NodeSpec
 from components.join_token import join_token_id
-from components.kubeadm_config import render_join_configuration, render_kubeadm_config
+from components.kubeadm_config import render_join_configuration, render_kubeadm_config, render_static_pod_patches
 from components.runtime_files import containerd_registry_hosts, registry_ca_certs, render_docker_daemon_json
 from components.versions import calico_node_images, kubernetes_apt_repository, minimum_containerd, pause_tag
 
@@ -192,6 +192,7 @@ def kubeadm_init(config: ClusterConfig) -> str:
         "kubeadm-init.sh",
         {
             "KUBEADM_CONFIG": render_kubeadm_config(config),
+            "KUBEADM_PATCHES": render_static_pod_patches(config.timeouts),
             "KUBE_USER": config.ssh.user,
             "INIT_TIMEOUT_SECONDS": bound(config, INIT_TIMEOUT),
             "API_WAIT_TIMEOUT_SECONDS": bound(config, INIT_API_WAIT_TIMEOUT),

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from components.kubeadm_config import (
     CA_CERT_HASH_PLACEHOLDER,
@@ -104,3 +106,67 @@ def test_the_check_can_fail(built_kubeadm: Path, tmp_path: Path) -> None:
 def test_the_built_kubeadm_is_the_pinned_version(built_kubeadm: Path) -> None:
     done = subprocess.run([str(built_kubeadm), "version", "-o", "short"], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == f"v{PINNED}"
+
+
+# kubeadm-init.sh in a sandbox (tests/node_sandbox.py): a fake kubeadm that records `init` and leaves an admin.conf,
+# a fake getent whose user's home is in the sandbox (owned by root, as id says); kubectl only has to exist.
+FAKE_KUBEADM = """#!/bin/bash
+case "$1 $2" in
+  "version -o") echo v{version} ;;
+  "init --config") cp "$3" "$SANDBOX/init-config.yaml"; mkdir -p "$SANDBOX/etc/kubernetes"; echo fake >"$SANDBOX/etc/kubernetes/admin.conf" ;;
+esac
+"""
+FAKE_GETENT = '#!/bin/bash\necho "root:x:0:0:root:$SANDBOX/home:/bin/bash"\n'
+
+
+def test_on_a_slow_host_kubeadm_init_runs_with_the_static_pods_liveness_stretched(built_kubeadm: Path, tmp_path: Path) -> None:
+    """What kubeadm-init.sh writes from KUBEADM_PATCHES is what the real kubeadm patches its static pods with: each
+    liveness probe answers within 15 s x 4 and fails 8 x 4 times before a kill, its check and period as kubeadm's."""
+    from components.mockrun import run_program
+    from components.kubeadm_config import PATCHES_DIR
+    from tests.node_sandbox import install_fakes, run_sandboxed
+
+    run = run_program("dev", overrides={"kubeadm-libvirt:accelerator": "tcg", "kubeadm-libvirt:timeoutScale": "4", "kubeadm-libvirt:kubernetesVersion": PINNED})
+    (tmp_path / "home").mkdir()
+    install_fakes(tmp_path / "bin", {"kubeadm": FAKE_KUBEADM.format(version=PINNED), "getent": FAKE_GETENT, "id": "#!/bin/sh\necho root\n", "kubectl": "#!/bin/true\n"})
+    done = run_sandboxed(run.named("kubernetes-master-kubeadm-init").input("create"), tmp_path, tmp_path / "bin", {"SANDBOX": str(tmp_path), "KUBE_USER": "root"})
+    assert done.returncode == 0, done.stderr
+    written = tmp_path / PATCHES_DIR.replace("/etc/kubernetes", "etc/kubernetes")
+    assert sorted(p.name for p in written.iterdir()) == [f"{pod}+strategic.yaml" for pod in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")]
+    # The config kubeadm init got names that directory; the real kubeadm renders the static pods with what is in it.
+    documents = list(yaml.safe_load_all((tmp_path / "init-config.yaml").read_text()))
+    assert documents[0]["patches"] == {"directory": PATCHES_DIR}
+    documents[0]["patches"]["directory"] = str(written)
+    config = tmp_path / "dry-run.yaml"
+    config.write_text(yaml.safe_dump_all(documents))
+    out = tmp_path / "manifests"
+    env = {**os.environ, "KUBEADM_INIT_DRYRUN_DIR": str(out)}  # kubeadm's dry run writes here, not under /etc
+    for phase in (["control-plane", "all"], ["etcd", "local"]):
+        dry = subprocess.run([str(built_kubeadm), "init", "phase", *phase, "--config", str(config), "--dry-run"], capture_output=True, text=True, env=env)
+        assert dry.returncode == 0, dry.stderr
+        assert "Applied patch of type" in dry.stdout + dry.stderr
+    for pod in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"):
+        (container,) = yaml.safe_load((out / f"{pod}.yaml").read_text())["spec"]["containers"]
+        liveness = container["livenessProbe"]
+        assert (liveness["timeoutSeconds"], liveness["failureThreshold"]) == (60, 32), pod
+        assert (liveness["periodSeconds"], liveness["initialDelaySeconds"]) == (10, 10) and "httpGet" in liveness, pod
+
+
+def test_a_patch_file_that_is_not_a_static_pods_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    from components.mockrun import run_program
+    from tests.node_sandbox import install_fakes, run_sandboxed
+
+    install_fakes(tmp_path / "bin", {"kubeadm": FAKE_KUBEADM.format(version=PINNED), "getent": FAKE_GETENT, "id": "#!/bin/sh\necho root\n", "kubectl": "#!/bin/true\n"})
+    create = run_program("dev").named("kubernetes-master-kubeadm-init").input("create")
+    bad = "# kubeadm patch: ../../../etc/cron.d/x\nspec: {}\n"
+    done = run_sandboxed(create, tmp_path, tmp_path / "bin", {"SANDBOX": str(tmp_path), "KUBE_USER": "root", "KUBEADM_PATCHES": bad})
+    assert done.returncode == 2
+    assert "KUBEADM_PATCHES: '../../../etc/cron.d/x' is not a strategic-merge patch file of a control-plane static pod" in done.stderr
+    assert not (tmp_path / "etc").exists()
+
+
+def test_at_timeout_scale_1_kubeadm_gets_no_patches() -> None:
+    from components.kubeadm_config import render_static_pod_patches
+
+    assert render_static_pod_patches(config_for().timeouts) == ""
+    assert "patches" not in kubeadm_documents(config_for())[0]

@@ -2,11 +2,12 @@
 # kubeadm-init.sh: initialise the control plane with kubeadm from a rendered config, then give KUBE_USER a kubeconfig.
 # Safe to re-run: skips init when the cluster already answers; refuses (no auto-reset) when a half-done init is found.
 # Inputs (env): KUBEADM_CONFIG (multi-document kubeadm YAML), KUBE_USER (gets ~/.kube/config), INIT_TIMEOUT_SECONDS (image pull +
-#   kubeadm init), API_WAIT_TIMEOUT_SECONDS (optional, 120: an initialised API server answering), TIMEOUT_SCALE_PERCENT (optional).
+#   kubeadm init), API_WAIT_TIMEOUT_SECONDS (optional, 120: an initialised API server answering), TIMEOUT_SCALE_PERCENT (optional), KUBEADM_PATCHES (optional: kubeadm patch files of the static pods, each after a '# kubeadm patch: FILE' line).
 set -euo pipefail
 
 CONFIG_DIR=/etc/kubernetes/kubeadm-libvirt
 CONFIG_FILE=$CONFIG_DIR/kubeadm.yaml
+PATCHES_DIR=$CONFIG_DIR/patches # InitConfiguration patches.directory, when KUBEADM_PATCHES has any
 LOG_FILE=$LOG_DIR/kubeadm-init.log
 RESET_HINT="inspect the node, then run 'sudo kubeadm reset -f' on it (this wipes the control plane state) and re-run this step"
 
@@ -22,6 +23,15 @@ else
     problem "KUBEADM_CONFIG has no 'kind: ClusterConfiguration' document"
   grep -q '^kubernetesVersion:' <<<"$config" ||
     problem "KUBEADM_CONFIG has no top-level 'kubernetesVersion:' line (expected in ClusterConfiguration)"
+fi
+
+patches=${KUBEADM_PATCHES-}
+if [[ -n ${patches//[[:space:]]/} ]]; then
+  [[ $patches == "# kubeadm patch: "* ]] || problem "KUBEADM_PATCHES: expected a '# kubeadm patch: FILE' line before each patch"
+  while read -r name; do
+    [[ $name =~ ^(etcd|kube-apiserver|kube-controller-manager|kube-scheduler)\+strategic\.yaml$ ]] ||
+      problem "KUBEADM_PATCHES: '$name' is not a strategic-merge patch file of a control-plane static pod (e.g. kube-apiserver+strategic.yaml)"
+  done < <(sed -n 's/^# kubeadm patch: //p' <<<"$patches")
 fi
 
 kube_user=${KUBE_USER-}
@@ -96,6 +106,19 @@ fi
 ensure_dir "$CONFIG_DIR" 700
 printf '%s\n' "$rendered" >"$WORK/kubeadm.yaml"
 put_file "$WORK/kubeadm.yaml" "$CONFIG_FILE" 600 root root
+# The patches as given, each in its file; files of patches no longer given are removed (kubeadm reads the directory).
+mkdir "$WORK/patches"
+awk -v dir="$WORK/patches" '/^# kubeadm patch: / { file = dir "/" $4; next } file { print > file }' <<<"$patches"
+for file in "$WORK"/patches/*; do
+  [[ -e $file ]] || continue
+  ensure_dir "$PATCHES_DIR" 700
+  put_file "$file" "$PATCHES_DIR/${file##*/}" 600 root root
+done
+for file in "$PATCHES_DIR"/*; do
+  [[ -e $file && ! -e $WORK/patches/${file##*/} ]] || continue
+  rm -f "$file"
+  log "removed $file (no longer in KUBEADM_PATCHES)"
+done
 ensure_log_dir
 
 if kubeadm config validate --help >/dev/null 2>&1; then
