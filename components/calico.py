@@ -58,22 +58,25 @@ def probe_policy_api(config: ClusterConfig) -> AdmissionPolicyApi | None:
 
 def stretched_probes(config: ClusterConfig) -> tuple[int, int]:
     """(the startup probe's failureThreshold, every probe's timeoutSeconds) at the stack's timeoutScale."""
-    failures = -(-config.timeouts.seconds(STARTUP_ALLOWANCE_SECONDS) // STARTUP_PERIOD_SECONDS)
-    return failures, config.timeouts.seconds(PROBE_TIMEOUT_SECONDS)
+    scale = config.timeouts
+    return scale.seconds(STARTUP_ALLOWANCE_SECONDS // STARTUP_PERIOD_SECONDS), scale.seconds(PROBE_TIMEOUT_SECONDS)
 
 
 def _probe_patches(config: ClusterConfig) -> str:
     """The JSON patches, as CEL: the first container (every Calico pod has one; the match conditions check it)."""
     failures, timeout = stretched_probes(config)
-    container = "/spec/containers/0"
+
+    def add(path: str, value: object) -> str:
+        return f'JSONPatch{{op: "add", path: "/spec/containers/0/{path}", value: {value}}}'
+
     startup = [
-        f'JSONPatch{{op: "add", path: "{container}/startupProbe", value: object.spec.containers[0].livenessProbe}}',
-        f'JSONPatch{{op: "add", path: "{container}/startupProbe/periodSeconds", value: {STARTUP_PERIOD_SECONDS}}}',
-        f'JSONPatch{{op: "add", path: "{container}/startupProbe/failureThreshold", value: {failures}}}',
-        f'JSONPatch{{op: "add", path: "{container}/startupProbe/timeoutSeconds", value: {timeout}}}',
-        f'JSONPatch{{op: "add", path: "{container}/livenessProbe/timeoutSeconds", value: {timeout}}}',
+        add("startupProbe", "object.spec.containers[0].livenessProbe"),
+        add("startupProbe/periodSeconds", STARTUP_PERIOD_SECONDS),
+        add("startupProbe/failureThreshold", failures),
+        add("startupProbe/timeoutSeconds", timeout),
+        add("livenessProbe/timeoutSeconds", timeout),
     ]
-    readiness = f'JSONPatch{{op: "add", path: "{container}/readinessProbe/timeoutSeconds", value: {timeout}}}'
+    readiness = add("readinessProbe/timeoutSeconds", timeout)
     return (
         "[\n  " + ",\n  ".join(startup) + "\n] + (has(object.spec.containers[0].readinessProbe) ? [\n  " + readiness + "\n] : [])"
     )

@@ -114,15 +114,13 @@ def kubeadm_documents(config: ClusterConfig) -> list[dict[str, Any]]:
         node_registration["taints"] = []  # no workers: let workloads run on the control plane
     if cgroup_v1_opt_in:
         node_registration["ignorePreflightErrors"] = list(CGROUP_V1_IGNORED_PREFLIGHT_ERRORS)
-    init = {
+    init: dict[str, Any] = {
         "apiVersion": KUBEADM_API,
         "kind": "InitConfiguration",
         "localAPIEndpoint": {"advertiseAddress": str(control_plane.ip), "bindPort": API_SERVER_PORT},
         "nodeRegistration": node_registration,
         "timeouts": kubeadm_timeouts(INIT_TIMEOUTS, config.timeouts),
     }
-    if static_pod_patches(config.timeouts):
-        init["patches"] = {"directory": PATCHES_DIR}
     cluster = {
         "apiVersion": KUBEADM_API,
         "kind": "ClusterConfiguration",
@@ -147,6 +145,7 @@ def kubeadm_documents(config: ClusterConfig) -> list[dict[str, Any]]:
         cluster["controllerManager"] = {"extraArgs": args["kube-controller-manager"]}
         cluster["scheduler"] = {"extraArgs": args["kube-scheduler"]}
         cluster["etcd"] = {"local": {"extraArgs": args["etcd"]}}
+        init["patches"] = {"directory": PATCHES_DIR}  # static_pod_patches, written there by kubeadm-init.sh
     kubelet: dict[str, Any] = {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",

@@ -150,12 +150,17 @@ def test_the_rendered_api_server_flags_serve_mutating_admission_policies(api_ser
     assert "mutatingadmissionpolicies.admissionregistration.k8s.io" in resources.split()
 
 
-def test_calico_node_gets_a_startup_allowance_and_stretched_timeouts(policy_applied: ApiServer) -> None:
-    # The policy is in force once the API server's policy informer has seen it: wait a bounded while for that.
+def calico_node_once_in_force(server: ApiServer) -> dict:
+    """calico-node's container as admitted once the API server's policy informer has seen the policy (bounded wait)."""
     deadline = time.monotonic() + 60
-    while "startupProbe" not in (container := admitted(policy_applied, pod("calico-system", CALICO_NODE_PROBES))):
+    while "startupProbe" not in (container := admitted(server, pod("calico-system", CALICO_NODE_PROBES))):
         assert time.monotonic() < deadline, f"{PROBE_POLICY} did not mutate the calico-node pod within 60 s: {container}"
         time.sleep(2)
+    return container
+
+
+def test_calico_node_gets_a_startup_allowance_and_stretched_timeouts(policy_applied: ApiServer) -> None:
+    container = calico_node_once_in_force(policy_applied)
     startup, liveness, readiness = container["startupProbe"], container["livenessProbe"], container["readinessProbe"]
     # The liveness probe's own check, given 5 minutes x 4 (120 tries 10 s apart), each try 10 s x 4.
     assert startup["httpGet"] == {"host": "localhost", "path": "/liveness", "port": 9099, "scheme": "HTTP"}
@@ -167,7 +172,7 @@ def test_calico_node_gets_a_startup_allowance_and_stretched_timeouts(policy_appl
 
 
 def test_pods_the_policy_does_not_match_are_admitted_as_sent(policy_applied: ApiServer) -> None:
-    test_calico_node_gets_a_startup_allowance_and_stretched_timeouts(policy_applied)  # the policy is in force
+    calico_node_once_in_force(policy_applied)
     elsewhere = admitted(policy_applied, pod("elsewhere", CALICO_NODE_PROBES))
     assert "startupProbe" not in elsewhere and elsewhere["livenessProbe"]["timeoutSeconds"] == 10
     without_liveness = admitted(policy_applied, pod("calico-system", {"readinessProbe": CALICO_NODE_PROBES["readinessProbe"]}))

@@ -117,6 +117,7 @@ case "$1 $2" in
 esac
 """
 FAKE_GETENT = '#!/bin/bash\necho "root:x:0:0:root:$SANDBOX/home:/bin/bash"\n'
+INIT_FAKES = {"kubeadm": FAKE_KUBEADM.format(version=PINNED), "getent": FAKE_GETENT, "id": "#!/bin/sh\necho root\n", "kubectl": "#!/bin/true\n"}
 
 
 def test_on_a_slow_host_kubeadm_init_runs_with_the_static_pods_liveness_stretched(built_kubeadm: Path, tmp_path: Path) -> None:
@@ -128,7 +129,7 @@ def test_on_a_slow_host_kubeadm_init_runs_with_the_static_pods_liveness_stretche
 
     run = run_program("dev", overrides={"kubeadm-libvirt:accelerator": "tcg", "kubeadm-libvirt:timeoutScale": "4", "kubeadm-libvirt:kubernetesVersion": PINNED})
     (tmp_path / "home").mkdir()
-    install_fakes(tmp_path / "bin", {"kubeadm": FAKE_KUBEADM.format(version=PINNED), "getent": FAKE_GETENT, "id": "#!/bin/sh\necho root\n", "kubectl": "#!/bin/true\n"})
+    install_fakes(tmp_path / "bin", INIT_FAKES)
     done = run_sandboxed(run.named("kubernetes-master-kubeadm-init").input("create"), tmp_path, tmp_path / "bin", {"SANDBOX": str(tmp_path), "KUBE_USER": "root"})
     assert done.returncode == 0, done.stderr
     written = tmp_path / PATCHES_DIR.replace("/etc/kubernetes", "etc/kubernetes")
@@ -156,7 +157,7 @@ def test_a_patch_file_that_is_not_a_static_pods_is_refused_before_anything_is_wr
     from components.mockrun import run_program
     from tests.node_sandbox import install_fakes, run_sandboxed
 
-    install_fakes(tmp_path / "bin", {"kubeadm": FAKE_KUBEADM.format(version=PINNED), "getent": FAKE_GETENT, "id": "#!/bin/sh\necho root\n", "kubectl": "#!/bin/true\n"})
+    install_fakes(tmp_path / "bin", INIT_FAKES)
     create = run_program("dev").named("kubernetes-master-kubeadm-init").input("create")
     bad = "# kubeadm patch: ../../../etc/cron.d/x\nspec: {}\n"
     done = run_sandboxed(create, tmp_path, tmp_path / "bin", {"SANDBOX": str(tmp_path), "KUBE_USER": "root", "KUBEADM_PATCHES": bad})
