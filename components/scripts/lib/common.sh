@@ -280,6 +280,9 @@ is_transient_api_error() {
     # Go's HTTP client gave up waiting for the answer (the client's own timeout: kubeadm's 10 s, the 32 s of kubectl's
     # openapi download for its validation), as both did against the lab's TCG control plane right after Calico's CRDs.
     *"Client.Timeout exceeded while awaiting headers"*) ;;
+    # The same client deadline reached while the request was being sent (lab run 14: kubeadm token delete against a
+    # control plane at load average 30), which Go reports without the words above.
+    *"context deadline exceeded"*) ;;
     *) return 1 ;;
   esac
 }
