@@ -22,7 +22,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "labhost: starts real lab hosts (network namespace, libvirtd, a TCG domain); needs root")
     config.addinivalue_line(
         "markers",
-        "scaling: adds and removes a worker on the live lab cluster (half an hour more under TCG); deselected unless --scaling",
+        "scaling: adds and removes a worker on the live lab cluster, joins one by hand (an hour more under TCG); deselected unless --scaling",
     )
     config.addinivalue_line(
         "markers",
@@ -34,14 +34,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 # Each runs only when asked for: the mission (`cluster`) takes about 40 minutes on the machine the README's first
 # figures come from and well over an hour on a slower one of the same size, which with the rest of the suite does
-# not fit CI's 90 minutes; its scaling and fault tests add about half an hour each (README, Tests). --scaling and
+# not fit CI's 90 minutes; its scaling tests add about an hour, its fault test half an hour (README, Tests). --scaling and
 # --faults imply --cluster: they run on the mission's live cluster.
 OPT_IN_MARKERS = ("cluster", "scaling", "faults")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--cluster", action="store_true", help="also run the mission (tests marked cluster: tests/test_cluster.py)")
-    parser.addoption("--scaling", action="store_true", help="also run the mission's add and remove of a worker (implies --cluster)")
+    parser.addoption("--scaling", action="store_true", help="also run the mission's add and remove of a worker and its join by hand (implies --cluster)")
     parser.addoption("--faults", action="store_true", help="also run the mission's lost worker VM (implies --cluster)")
 
 

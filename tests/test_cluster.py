@@ -400,6 +400,35 @@ def test_a_worker_removed_is_drained_deleted_and_its_vm_gone(cluster: ClusterRun
     assert name not in cluster.lab.host.virsh("list", "--all", "--name").split()
 
 
+@pytest.mark.scaling
+def test_the_join_command_output_joins_a_machine_by_hand(cluster: ClusterRun) -> None:
+    """The `joinCommand` output as README, Outputs, offers it: run with sudo on a machine that has the container
+    runtime and kube packages, it joins that machine, which becomes Ready. The machine is a worker taken out of the
+    cluster as kubeadm's documentation takes a node out (drain, delete the Node, `kubeadm reset`): a VM with the
+    packages and no cluster membership, what a user prepares by hand, without a third TCG guest on two cores. The
+    stack's state is untouched by any of it: the worker's own join step finds it joined, and nothing is planned."""
+    require_ready(cluster)
+    worker = WORKERS[0]
+    join_command = cluster.stack.outputs()["joinCommand"].value
+    kubectl(cluster, "drain", worker, "--ignore-daemonsets", "--delete-emptydir-data", "--force", "--timeout=600s", timeout=660)
+    kubectl(cluster, "delete", "node", worker)
+    with node_shells(state_resources(cluster.stack), [worker]) as shells:
+        shell = shells[worker]
+        shell.run("sudo kubeadm reset --force", timeout=600)
+        assert shell.run("test -e /etc/kubernetes/kubelet.conf", check=False).returncode == 1  # no longer joined
+        # The secret goes on stdin, as the stack sends it, never on a command line another process could read.
+        started = time.monotonic()
+        shell.run("read -r join && sudo $join", stdin=join_command + "\n", timeout=1200)
+        print(f"{worker} joined by hand in {time.monotonic() - started:.0f} s")
+    deadline_at = time.monotonic() + 30 * 60  # calico-node starts again on the node: minutes under TCG
+    while (nodes := node_names(cluster)) != dict.fromkeys([CONTROL_PLANE, *WORKERS], "True"):
+        if time.monotonic() > deadline_at:
+            pytest.fail(f"{worker} not Ready within 30 minutes of joining by hand: {nodes}")
+        time.sleep(15)
+    print(f"{worker} Ready {time.monotonic() - started:.0f} s after its join started")
+    assert planned_changes(cluster) == {}
+
+
 @pytest.mark.faults
 def test_a_joined_workers_vm_destroyed_out_of_band_comes_back_and_rejoins(cluster: ClusterRun) -> None:
     """The mission's fault: a joined worker's VM lost outside Pulumi (destroyed and undefined), then the README's
