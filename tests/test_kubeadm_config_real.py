@@ -13,13 +13,17 @@ import yaml
 from components.kubeadm_config import (
     CA_CERT_HASH_PLACEHOLDER,
     JOIN_TOKEN_PLACEHOLDER,
+    PATCHES_DIR,
     kubeadm_documents,
     render_join_configuration,
     render_kubeadm_config,
+    render_static_pod_patches,
 )
+from components.mockrun import run_program
 from components.project_files import merged_config
 from components.validation import RawConfig, parse_cluster_config
 from lab.toolchain import load_pins
+from tests.node_sandbox import install_fakes, run_sandboxed
 
 PINNED = load_pins()["mirror"]["kubernetes"]["version"].lstrip("v")
 # What kubeadm-join.sh puts in place of the placeholders on the node: a token and a CA hash of the right shape.
@@ -118,22 +122,20 @@ esac
 """
 FAKE_GETENT = '#!/bin/bash\necho "root:x:0:0:root:$SANDBOX/home:/bin/bash"\n'
 INIT_FAKES = {"kubeadm": FAKE_KUBEADM.format(version=PINNED), "getent": FAKE_GETENT, "id": "#!/bin/sh\necho root\n", "kubectl": "#!/bin/true\n"}
+# The control plane's static pods as kubeadm names their manifests (written out here, not taken from the code tested).
+STATIC_PODS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 
 
 def test_on_a_slow_host_kubeadm_init_runs_with_the_static_pods_liveness_stretched(built_kubeadm: Path, tmp_path: Path) -> None:
     """What kubeadm-init.sh writes from KUBEADM_PATCHES is what the real kubeadm patches its static pods with: each
     liveness probe answers within 15 s x 4 and fails 8 x 4 times before a kill, its check and period as kubeadm's."""
-    from components.mockrun import run_program
-    from components.kubeadm_config import PATCHES_DIR
-    from tests.node_sandbox import install_fakes, run_sandboxed
-
     run = run_program("dev", overrides={"kubeadm-libvirt:accelerator": "tcg", "kubeadm-libvirt:timeoutScale": "4", "kubeadm-libvirt:kubernetesVersion": PINNED})
     (tmp_path / "home").mkdir()
     install_fakes(tmp_path / "bin", INIT_FAKES)
     done = run_sandboxed(run.named("kubernetes-master-kubeadm-init").input("create"), tmp_path, tmp_path / "bin", {"SANDBOX": str(tmp_path), "KUBE_USER": "root"})
     assert done.returncode == 0, done.stderr
     written = tmp_path / PATCHES_DIR.replace("/etc/kubernetes", "etc/kubernetes")
-    assert sorted(p.name for p in written.iterdir()) == [f"{pod}+strategic.yaml" for pod in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")]
+    assert sorted(p.name for p in written.iterdir()) == [f"{pod}+strategic.yaml" for pod in STATIC_PODS]
     # The config kubeadm init got names that directory; the real kubeadm renders the static pods with what is in it.
     documents = list(yaml.safe_load_all((tmp_path / "init-config.yaml").read_text()))
     assert documents[0]["patches"] == {"directory": PATCHES_DIR}
@@ -146,7 +148,7 @@ def test_on_a_slow_host_kubeadm_init_runs_with_the_static_pods_liveness_stretche
         dry = subprocess.run([str(built_kubeadm), "init", "phase", *phase, "--config", str(config), "--dry-run"], capture_output=True, text=True, env=env)
         assert dry.returncode == 0, dry.stderr
         assert "Applied patch of type" in dry.stdout + dry.stderr
-    for pod in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"):
+    for pod in STATIC_PODS:
         (container,) = yaml.safe_load((out / f"{pod}.yaml").read_text())["spec"]["containers"]
         liveness = container["livenessProbe"]
         assert (liveness["timeoutSeconds"], liveness["failureThreshold"]) == (60, 32), pod
@@ -154,9 +156,6 @@ def test_on_a_slow_host_kubeadm_init_runs_with_the_static_pods_liveness_stretche
 
 
 def test_a_patch_file_that_is_not_a_static_pods_is_refused_before_anything_is_written(tmp_path: Path) -> None:
-    from components.mockrun import run_program
-    from tests.node_sandbox import install_fakes, run_sandboxed
-
     install_fakes(tmp_path / "bin", INIT_FAKES)
     create = run_program("dev").named("kubernetes-master-kubeadm-init").input("create")
     bad = "# kubeadm patch: ../../../etc/cron.d/x\nspec: {}\n"
@@ -167,7 +166,5 @@ def test_a_patch_file_that_is_not_a_static_pods_is_refused_before_anything_is_wr
 
 
 def test_at_timeout_scale_1_kubeadm_gets_no_patches() -> None:
-    from components.kubeadm_config import render_static_pod_patches
-
     assert render_static_pod_patches(config_for().timeouts) == ""
     assert "patches" not in kubeadm_documents(config_for())[0]
