@@ -53,6 +53,13 @@ KUBELET_RUNTIME_REQUEST_SECONDS = 120
 # strategic merge, one file per static pod) scales both numbers.
 STATIC_POD_LIVENESS = {"timeoutSeconds": 15, "failureThreshold": 8}
 CONTROL_PLANE_STATIC_PODS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+# The readiness probe kubeadm gives etcd, the API server and the scheduler runs every second: etcd's /readyz is a
+# linearizable read, the other two are a new HTTPS connection each time (the kubelet's probes keep none open), a
+# TLS handshake on both sides. Under TCG that is a steady share of the control plane's CPU spent on a status nobody
+# waits for (the API server's endpoints come from its own lease, not its pod's readiness). With timeoutScale above
+# 1 the same patch files run it every `timeoutScale` seconds.
+STATIC_POD_READINESS = {"periodSeconds": 1}
+STATIC_PODS_WITH_READINESS = ("etcd", "kube-apiserver", "kube-scheduler")
 # Where kubeadm-init.sh writes the patch files (KUBEADM_PATCHES) for `kubeadm init` to read.
 PATCHES_DIR = "/etc/kubernetes/kubeadm-libvirt/patches"
 # Under allowCgroupV1 (1.35+ on cgroup v1): the only preflight check the project ever ignores, on init and join.
@@ -88,7 +95,12 @@ def static_pod_patches(scale: TimeoutScale) -> dict[str, dict[str, Any]]:
     if not scale.stretched:
         return {}
     liveness = {field: scale.seconds(value) for field, value in STATIC_POD_LIVENESS.items()}
-    return {f"{pod}+strategic.yaml": {"spec": {"containers": [{"name": pod, "livenessProbe": liveness}]}} for pod in CONTROL_PLANE_STATIC_PODS}
+    readiness = {field: scale.seconds(value) for field, value in STATIC_POD_READINESS.items()}
+
+    def probes(pod: str) -> dict[str, Any]:
+        return {"livenessProbe": liveness, **({"readinessProbe": readiness} if pod in STATIC_PODS_WITH_READINESS else {})}
+
+    return {f"{pod}+strategic.yaml": {"spec": {"containers": [{"name": pod, **probes(pod)}]}} for pod in CONTROL_PLANE_STATIC_PODS}
 
 
 def render_static_pod_patches(scale: TimeoutScale) -> str:

@@ -126,9 +126,10 @@ INIT_FAKES = {"kubeadm": FAKE_KUBEADM.format(version=PINNED), "getent": FAKE_GET
 STATIC_PODS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 
 
-def test_on_a_slow_host_kubeadm_init_runs_with_the_static_pods_liveness_stretched(built_kubeadm: Path, tmp_path: Path) -> None:
+def test_on_a_slow_host_kubeadm_init_runs_with_the_static_pods_probes_stretched(built_kubeadm: Path, tmp_path: Path) -> None:
     """What kubeadm-init.sh writes from KUBEADM_PATCHES is what the real kubeadm patches its static pods with: each
-    liveness probe answers within 15 s x 4 and fails 8 x 4 times before a kill, its check and period as kubeadm's."""
+    liveness probe answers within 15 s x 4 and fails 8 x 4 times before a kill, its check and period as kubeadm's;
+    etcd's, the API server's and the scheduler's readiness probes run every 4 s instead of every second."""
     run = run_program("dev", overrides={"kubeadm-libvirt:accelerator": "tcg", "kubeadm-libvirt:timeoutScale": "4", "kubeadm-libvirt:kubernetesVersion": PINNED})
     (tmp_path / "home").mkdir()
     install_fakes(tmp_path / "bin", INIT_FAKES)
@@ -153,6 +154,13 @@ def test_on_a_slow_host_kubeadm_init_runs_with_the_static_pods_liveness_stretche
         liveness = container["livenessProbe"]
         assert (liveness["timeoutSeconds"], liveness["failureThreshold"]) == (60, 32), pod
         assert (liveness["periodSeconds"], liveness["initialDelaySeconds"]) == (10, 10) and "httpGet" in liveness, pod
+        # kubeadm's one-second readiness probes (etcd, API server, scheduler) run every timeoutScale seconds.
+        readiness = container.get("readinessProbe")
+        if pod != "kube-controller-manager":
+            assert (readiness["periodSeconds"], readiness["timeoutSeconds"], readiness["failureThreshold"]) == (4, 15, 3), pod
+            assert "httpGet" in readiness, pod
+        else:
+            assert readiness is None, pod
 
 
 def test_a_patch_file_that_is_not_a_static_pods_is_refused_before_anything_is_written(tmp_path: Path) -> None:
