@@ -5,8 +5,8 @@
 Prints, per cluster size, the longest chain of remote commands with its step names, and the waits that say
 nothing: dependencies already implied through another one, and cross-node waits the design does not call for.
 Target: the same chain length for 3 and 100 nodes, equal to the design's minimal chain
-wait-for-boot -> os-prep -> container-runtime -> kube-packages -> kubeadm-init -> join-command -> kubeadm-join
--> membership -> cluster-ready -> smoke-test. Prints figures and exits 0.
+wait-for-boot -> os-prep -> container-runtime -> kube-packages -> kubeadm-init -> calico -> kubeadm-join
+-> membership -> cluster-ready -> smoke-test (a worker's join-command runs beside calico). Prints figures and exits 0.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from components.mockrun import run_program  # noqa: E402
 from components.step_graph import command_dependencies, longest_chain, redundant_waits  # noqa: E402
 
 DESIGN_CHAIN = [
-    "wait-for-boot", "os-prep", "container-runtime", "kube-packages", "kubeadm-init", "join-command",
+    "wait-for-boot", "os-prep", "container-runtime", "kube-packages", "kubeadm-init", "calico",
     "kubeadm-join", "membership", "cluster-ready", "smoke-test",
 ]  # fmt: skip
 # Steps that legitimately wait on another node: the control plane's token and membership steps, the cluster checks.

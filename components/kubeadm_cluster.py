@@ -3,7 +3,7 @@
 Per node:       wait-for-boot -> os-prep -> container-runtime -> kube-packages;  wait-for-boot -> cluster-hosts
 Control plane:  kube-packages -> kubeadm-init -> {kubeconfig, calico, join-command per worker}
 Worker:         kube-packages -> prepull-images (while the control plane inits);
-                prepull-images + its join-command -> kubeadm-join, + calico -> membership (node Ready; drain/delete on removal)
+                prepull-images + its join-command + calico -> kubeadm-join -> membership (node Ready; drain/delete on removal)
                 kubeadm-join -> join-token-cleanup (its token deleted: it never expires, and is needed no more)
 Cluster:        every membership (or calico, with no workers) + every cluster-hosts -> cluster-ready -> smoke-test
 
@@ -204,15 +204,19 @@ class KubeadmCluster(pulumi.ComponentResource):
             delete=steps.join_token(config, spec, "delete-if-reachable"),
             deleted_with=control_plane.domain,
         )
-        # Off the critical path: the worker pulls its images while the control plane runs kubeadm init.
+        # Off the critical path: the worker pulls its images while the control plane runs kubeadm init and Calico.
         prepull = self._step(
             worker, "prepull-images", self._node_commands.prepull_images, [packages], [worker.domain_id]
         )
+        # Joins after the pod network, kubeadm's documented order (init, a pod network add-on, then join) and the
+        # tutorial's. A node is Ready only with the CNI anyway, and a joined worker's kubelet, kube-proxy and
+        # calico-node load the control plane while it installs Calico: on a host short of CPU (TCG, two cores) that
+        # load kept Calico from coming up in the lab; on a fast host the join starts a minute or two later.
         join = self._step(
             worker,
             "kubeadm-join",
             steps.kubeadm_join(config, spec, token_step),
-            [prepull, join_command],
+            [prepull, join_command, calico],
             # A new control plane is a new cluster: the worker is reset and joins again.
             triggers,
             stdin=pulumi.Output.secret(join_command.stdout),
@@ -236,13 +240,13 @@ class KubeadmCluster(pulumi.ComponentResource):
         # drains and deletes the Node through the control plane (skipped when the control plane goes too). When the
         # worker's VM is replaced (a domain recreated after it was lost), this is replaced after the new VM joined
         # under the same name: the hook knows its own VM's UUID and leaves the new VM's Node alone.
-        # A node is Ready only with a CNI: after Calico, so a failed Calico step skips this wait instead of it
-        # running out its (scaled) bound.
+        # After the join, hence after Calico: a failed Calico step skips this wait instead of it running out its
+        # (scaled) bound.
         return self._step(
             control_plane,
             f"{spec.name}-membership",
             steps.node_ready(config, spec),
-            [join, calico],
+            [join],
             triggers,
             delete=worker.domain_id.apply(lambda domain_uuid: steps.drain_node(config, spec, domain_uuid)),
             deleted_with=control_plane.domain,

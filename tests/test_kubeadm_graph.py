@@ -55,9 +55,11 @@ def test_steps_run_in_the_tutorials_order(dev_run: StackRun) -> None:
         assert depends_on(dev_run, f"{MASTER}-{step}") == {f"{MASTER}-kubeadm-init"}
     for worker in (SLAVE1, SLAVE2):
         assert depends_on(dev_run, f"{worker}-prepull-images") == {f"{worker}-kube-packages"}
-        assert depends_on(dev_run, f"{worker}-kubeadm-join") == {f"{worker}-prepull-images", f"{MASTER}-{worker}-join-command"}
-        # Ready needs the CNI: a failed Calico skips this wait instead of letting it run out its bound.
-        assert depends_on(dev_run, f"{MASTER}-{worker}-membership") == {f"{worker}-kubeadm-join", f"{MASTER}-calico"}
+        # kubeadm's order: the pod network before any join (and a failed Calico skips the join and the Ready wait).
+        assert depends_on(dev_run, f"{worker}-kubeadm-join") == {
+            f"{worker}-prepull-images", f"{MASTER}-{worker}-join-command", f"{MASTER}-calico"
+        }  # fmt: skip
+        assert depends_on(dev_run, f"{MASTER}-{worker}-membership") == {f"{worker}-kubeadm-join"}
         assert depends_on(dev_run, f"{MASTER}-{worker}-join-token-cleanup") == {f"{worker}-kubeadm-join"}
     assert depends_on(dev_run, f"{MASTER}-cluster-ready") == {
         f"{MASTER}-{SLAVE1}-membership", f"{MASTER}-{SLAVE2}-membership",
