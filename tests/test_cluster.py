@@ -71,6 +71,15 @@ class ClusterRun:
     output: str
     seconds: float
     kubeconfig: Path
+    figures: Path  # the run's figures directory (figures*/ in pytest's base temp)
+
+
+def record_figures(run: ClusterRun, text: str) -> None:
+    """Print a figure of a later test (a no-op up's time, an add's steps, restarts) and keep it beside the up's
+    figures (figures*/later.txt): pytest shows a passing test's output to no one, and run 16 lost its no-op up's."""
+    print(text)
+    with (run.figures / "later.txt").open("a") as kept:
+        kept.write(text + "\n")
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +109,7 @@ def cluster(lab_session: LabSession, tmp_path_factory: pytest.TempPathFactory) -
     if "kubeconfig" in outputs:
         kubeconfig.write_text(outputs["kubeconfig"].value)
         kubeconfig.chmod(0o600)
-    yield ClusterRun(lab, stack, config, error, "\n".join(output), seconds, kubeconfig)
+    yield ClusterRun(lab, stack, config, error, "\n".join(output), seconds, kubeconfig, figures_dir)
     lab.leave_empty(stack, DESTROY_SECONDS)  # also when a test failed before the destroy test
 
 
@@ -203,7 +212,7 @@ def test_calico_is_available_and_runs_exactly_the_images_the_stack_lists(cluster
         statuses = json.loads(kubectl(cluster, "get", "tigerastatus", "-o", "json"))["items"]
         available = {s["metadata"]["name"]: next((c["status"] for c in s["status"].get("conditions", []) if c["type"] == "Available"), "") for s in statuses}
         if wanted <= set(available) and set(available.values()) == {"True"}:
-            print(f"every tigerastatus Available after {time.monotonic() - started:.0f} s of waiting")
+            record_figures(cluster, f"every tigerastatus Available after {time.monotonic() - started:.0f} s of waiting")
             break
         if time.monotonic() > deadline_at:
             pytest.fail(f"tigerastatus not all Available within 10 minutes: {available}\n{calico_diagnosis(cluster, statuses)}")
@@ -236,7 +245,7 @@ def test_calicos_pods_run_with_the_probes_the_stack_stretched(cluster: ClusterRu
         }
         assert container["livenessProbe"]["timeoutSeconds"] == timeout
         restarts = [c.get("restartCount", 0) for c in pod["status"].get("containerStatuses", [])]
-        print(f"{pod['metadata']['name']} on {pod['spec'].get('nodeName')}: {restarts} restarts")
+        record_figures(cluster, f"{pod['metadata']['name']} on {pod['spec'].get('nodeName')}: {restarts} restarts")
 
 
 def test_the_control_plane_kube_proxy_and_coredns_run_from_the_mirror(cluster: ClusterRun) -> None:
@@ -264,7 +273,7 @@ def test_the_control_plane_kube_proxy_and_coredns_run_from_the_mirror(cluster: C
         assert {f"--{item['name']}={item['value']}" for item in args} <= set(pod["spec"]["containers"][0]["command"]), component
     for component in CONTROL_PLANE_PODS:
         (pod,) = [p for p in pods if p["metadata"]["name"] == f"{component}-{CONTROL_PLANE}"]
-        print(f"{component}: {pod['status']['containerStatuses'][0]['restartCount']} restarts")
+        record_figures(cluster, f"{component}: {pod['status']['containerStatuses'][0]['restartCount']} restarts")
 
 
 def test_a_nodeport_serves_through_every_node_from_the_lab_namespace(cluster: ClusterRun) -> None:
@@ -324,7 +333,7 @@ def test_a_second_up_and_a_preview_change_nothing(cluster: ClusterRun) -> None:
     started = time.monotonic()
     with deadline(QUICK_SECONDS, "pulumi up (no-op)"):
         result = cluster.stack.up(on_output=print)
-    print(f"no-op pulumi up of the Ready cluster: {time.monotonic() - started:.0f} s")
+    record_figures(cluster, f"no-op pulumi up of the Ready cluster: {time.monotonic() - started:.0f} s")
     assert set(result.summary.resource_changes or {}) == {"same"}, result.summary.resource_changes
     assert planned_changes(cluster) == {}
 
@@ -371,8 +380,9 @@ def test_a_worker_added_to_the_live_cluster_joins_and_only_its_resources_change(
     started = time.monotonic()
     error = cluster.lab.bounded_up(cluster.stack, ADD_SECONDS, output, events)
     mock = run_program(STACK, overrides=cluster.config)
-    print(up_figures(f"pulumi up adding {ADDED_WORKER['name']} to the Ready cluster", mock, events, time.monotonic() - started))
-    print(memory_figures(cluster.lab.host))
+    seconds = time.monotonic() - started
+    record_figures(cluster, up_figures(f"pulumi up adding {ADDED_WORKER['name']} to the Ready cluster", mock, events, seconds))
+    record_figures(cluster, memory_figures(cluster.lab.host))
     assert error == "", error[-4000:]
     assert set(state_resources(cluster.stack)) - before == expected_new
     assert node_names(cluster) == dict.fromkeys([CONTROL_PLANE, *WORKERS, ADDED_WORKER["name"]], "True")
@@ -419,13 +429,13 @@ def test_the_join_command_output_joins_a_machine_by_hand(cluster: ClusterRun) ->
         # The secret goes on stdin, as the stack sends it, never on a command line another process could read.
         started = time.monotonic()
         shell.run("read -r join && sudo $join", stdin=join_command + "\n", timeout=1200)
-        print(f"{worker} joined by hand in {time.monotonic() - started:.0f} s")
+        record_figures(cluster, f"{worker} joined by hand in {time.monotonic() - started:.0f} s")
     deadline_at = time.monotonic() + 30 * 60  # calico-node starts again on the node: minutes under TCG
     while (nodes := node_names(cluster)) != dict.fromkeys([CONTROL_PLANE, *WORKERS], "True"):
         if time.monotonic() > deadline_at:
             pytest.fail(f"{worker} not Ready within 30 minutes of joining by hand: {nodes}")
         time.sleep(15)
-    print(f"{worker} Ready {time.monotonic() - started:.0f} s after its join started")
+    record_figures(cluster, f"{worker} Ready {time.monotonic() - started:.0f} s after its join started")
     assert planned_changes(cluster) == {}
 
 
@@ -449,7 +459,7 @@ def test_a_joined_workers_vm_destroyed_out_of_band_comes_back_and_rejoins(cluste
     started = time.monotonic()
     error = lab.bounded_up(cluster.stack, ADD_SECONDS, output, events)
     mock = run_program(STACK, overrides=cluster.config)
-    print(up_figures(f"pulumi up bringing back {worker} after its VM was lost", mock, events, time.monotonic() - started))
+    record_figures(cluster, up_figures(f"pulumi up bringing back {worker} after its VM was lost", mock, events, time.monotonic() - started))
     assert error == "", error[-4000:]
     back = lab.host.virsh("domuuid", worker).strip()
     assert back != lost
