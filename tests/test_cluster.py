@@ -380,8 +380,7 @@ def test_a_worker_added_to_the_live_cluster_joins_and_only_its_resources_change(
     started = time.monotonic()
     error = cluster.lab.bounded_up(cluster.stack, ADD_SECONDS, output, events)
     mock = run_program(STACK, overrides=cluster.config)
-    seconds = time.monotonic() - started
-    record_figures(cluster, up_figures(f"pulumi up adding {ADDED_WORKER['name']} to the Ready cluster", mock, events, seconds))
+    record_figures(cluster, up_figures(f"pulumi up adding {ADDED_WORKER['name']} to the Ready cluster", mock, events, time.monotonic() - started))
     record_figures(cluster, memory_figures(cluster.lab.host))
     assert error == "", error[-4000:]
     assert set(state_resources(cluster.stack)) - before == expected_new
