@@ -29,10 +29,14 @@ from components.node import Node
 # and the per-dial timeout are multiplied by timeoutScale (the backoff is capped, so the wait grows with the count).
 BOOT_DIAL_ERROR_LIMIT = 150
 PER_DIAL_TIMEOUT_SECONDS = 15
-# Every later step dials a node that wait-for-boot has already reached: a refused or silent node there is gone or
-# wrong (and pulumi-command retries a host key mismatch as a dial error), so it fails within seconds, not minutes.
-# Three dials of at most 10 s each: under a minute at timeoutScale 1; only the per-dial timeout scales.
-STEP_DIAL_ERROR_LIMIT = 3
+# Every later step dials a node that wait-for-boot reached once, but that node may be booting again: a VM that
+# `pulumi refresh` found stopped (powered off or crashed during an up) is started by the next up's domain update,
+# which does not wait for the boot (terraform-provider-libvirt 0.8.3, resourceLibvirtDomainUpdate), and the step that
+# had not completed dials it at once. A few dials would fail that step while the guest boots. Forty (about three
+# minutes of the capped backoff at timeoutScale 1, scaled like the boot's) outlast a reboot, which skips cloud-init's
+# first-boot work. The price: a node that is gone, or that presents another host key (pulumi-command retries that
+# as a dial error), fails a step after those minutes instead of within one.
+STEP_DIAL_ERROR_LIMIT = 40
 STEP_PER_DIAL_TIMEOUT_SECONDS = 10
 # Each step's Pulumi timeouts at timeoutScale 1, in seconds: longer than any bound inside its script (steps.py), so
 # a slow step ends with the script's own clear message rather than being killed by the engine.
@@ -116,7 +120,7 @@ class KubeadmCluster(pulumi.ComponentResource):
         if booting:
             dial_error_limit, per_dial_timeout = timeouts.seconds(BOOT_DIAL_ERROR_LIMIT), timeouts.seconds(PER_DIAL_TIMEOUT_SECONDS)
         else:
-            dial_error_limit, per_dial_timeout = STEP_DIAL_ERROR_LIMIT, timeouts.seconds(STEP_PER_DIAL_TIMEOUT_SECONDS)
+            dial_error_limit, per_dial_timeout = timeouts.seconds(STEP_DIAL_ERROR_LIMIT), timeouts.seconds(STEP_PER_DIAL_TIMEOUT_SECONDS)
         return remote.ConnectionArgs(
             host=node.ip,
             user=self._args.config.ssh.user,

@@ -143,8 +143,7 @@ def bounds(run) -> dict[str, int]:
         if resource.type != "command:remote:Command":
             continue
         connection = resource.input("connection")
-        if resource.name.endswith("-wait-for-boot"):  # later steps' dial count is fixed: they fail fast by design
-            found[f"{resource.name} dialErrorLimit"] = connection["dialErrorLimit"]
+        found[f"{resource.name} dialErrorLimit"] = connection["dialErrorLimit"]
         found[f"{resource.name} perDialTimeout"] = connection["perDialTimeout"]
         for hook in ("create", "delete"):
             if not resource.input(hook) or "bash -c" not in resource.input(hook):
