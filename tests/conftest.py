@@ -26,7 +26,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line(
         "markers",
-        "faults: the mission's faults on the live lab cluster (a worker's VM lost, brought back); deselected unless --faults",
+        "faults: the mission's faults on the live lab cluster (a worker's VM lost, one powered off mid-join); deselected unless --faults",
     )
     # pulumi_command's package import warns about its deprecated CopyFile resource, which the program does not use.
     config.addinivalue_line("filterwarnings", "ignore:This resource is deprecated:DeprecationWarning")
@@ -42,7 +42,7 @@ OPT_IN_MARKERS = ("cluster", "scaling", "faults")
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--cluster", action="store_true", help="also run the mission (tests marked cluster: tests/test_cluster.py)")
     parser.addoption("--scaling", action="store_true", help="also run the mission's add and remove of a worker and its join by hand (implies --cluster)")
-    parser.addoption("--faults", action="store_true", help="also run the mission's lost worker VM (implies --cluster)")
+    parser.addoption("--faults", action="store_true", help="also run the mission's faults: a worker VM lost, one powered off mid-join (implies --cluster)")
 
 
 def opted_in(config: pytest.Config) -> set[str]:

@@ -55,14 +55,20 @@ class NodeShell:
             "-o", "ServerAliveCountMax=6", *(control if multiplex else ["-o", "ControlPath=none"]), *extra,
         ]  # fmt: skip
 
+    def argv(self, command: str, multiplex: bool = True) -> list[str]:
+        return ["ssh", *self.options("-i", str(self.key_file), "-o", "IdentitiesOnly=yes", multiplex=multiplex), f"{self.user}@{self.ip}", command]
+
     def run(self, command: str, stdin: str = "", timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
-        argv = ["ssh", *self.options("-i", str(self.key_file), "-o", "IdentitiesOnly=yes"), f"{self.user}@{self.ip}", command]
-        done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(self.argv(command), input=stdin, capture_output=True, text=True, timeout=timeout)
         if check and done.returncode != 0:
             raise AssertionError(
                 f"{self.name}: `{command[:100]}` exited {done.returncode}\n--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}"
             )
         return done
+
+    def start(self, command: str) -> subprocess.Popen[str]:
+        """`command` running in the background, on a connection of its own (the node may vanish under it)."""
+        return subprocess.Popen(self.argv(command, multiplex=False), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def close(self) -> None:
         subprocess.run(["ssh", *self.options("-O", "exit"), f"{self.user}@{self.ip}"], capture_output=True, timeout=30)

@@ -11,7 +11,7 @@ Each test module gets its own state backend and stacks on the shared host, and l
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,14 +40,26 @@ class Lab:
     consoles: ConsoleRecorder  # every VM's serial console, for the failure messages of VMs that never answered
     mirror: Mirror | None = None  # served in the host's namespace when the module asked for it
 
-    def bounded_up(self, stack: auto.Stack, seconds: float, output: list[str], events: list[auto.EngineEvent] | None = None) -> str:
-        """`pulumi up --continue-on-error` of `stack` within `seconds`, its output appended to `output` (and its engine
-        events to `events`, if given); the CLI's error, "" when the up succeeded. After a failure the stack is
-        unlocked (a CLI killed at the deadline leaves its lock) and the consoles of the nodes that never answered
-        are printed, for a reader of the test log."""
+    def bounded_up(
+        self,
+        stack: auto.Stack,
+        seconds: float,
+        output: list[str],
+        events: list[auto.EngineEvent] | None = None,
+        replace: Sequence[str] = (),
+    ) -> str:
+        """`pulumi up --continue-on-error` of `stack` within `seconds` (with `--replace` of the URNs in `replace`), its
+        output appended to `output` (and its engine events to `events`, if given); the CLI's error, "" when the up
+        succeeded. After a failure the stack is unlocked (a CLI killed at the deadline leaves its lock) and the
+        consoles of the nodes that never answered are printed, for a reader of the test log."""
         try:
             with deadline(seconds, f"pulumi up of stack {stack.name}"):
-                stack.up(on_output=output.append, on_event=events.append if events is not None else None, continue_on_error=True)
+                stack.up(
+                    on_output=output.append,
+                    on_event=events.append if events is not None else None,
+                    continue_on_error=True,
+                    replace=list(replace) or None,
+                )
         except auto.CommandError as error:
             release(stack)
             print(self.unbooted_consoles(state_resources(stack)))

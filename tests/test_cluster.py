@@ -5,8 +5,9 @@ served inside the lab namespace by lab/mirror_services.py): the OS archive, the 
 pkgs.k8s.io-style repository, the Kubernetes image repository, Calico's manifests and registry, the smoke test's
 image. Everything runs for real: container runtime, kubeadm init and join (with the join command the control plane
 minted), Calico through the tigera operator, node readiness, the nginx smoke test through every node's NodePort.
-Then a second up and a preview change nothing, a worker is added and removed on the live cluster, and the destroy
-leaves nothing. Calico is 3.28.1 (the newest whose operator builds from Go modules here) on Kubernetes 1.34, a
+Then a second up and a preview change nothing, a worker is added and removed on the live cluster, a worker's VM
+lost out of band and one powered off during its join come back with a refresh and an up, and the destroy leaves
+nothing. Calico is 3.28.1 (the newest whose operator builds from Go modules here) on Kubernetes 1.34, a
 pairing Calico does not test: the stack runs it under allowUntestedCalico (lab/stacks.py).
 """
 
@@ -18,6 +19,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,7 @@ QUICK_SECONDS = 8 * 60
 DESTROY_SECONDS = 15 * 60
 CONTROL_PLANE_PODS = ("kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler")
 PRIVATE_KEY_MARKERS = ("PRIVATE KEY-----",)
+BOOTSTRAP_KUBECONFIG = "/etc/kubernetes/bootstrap-kubelet.conf"  # there only while a kubeadm join runs
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # the nodes only, from the lab namespace
 
 
@@ -467,6 +470,72 @@ def test_a_joined_workers_vm_destroyed_out_of_band_comes_back_and_rejoins(cluste
     (node,) = [n for n in nodes if n["metadata"]["name"] == worker]
     assert node["status"]["nodeInfo"]["systemUUID"].lower() == back  # the new VM's kubelet
     # It joined with a token of its own, gone now that it has joined.
+    secrets = kubectl(cluster, "get", "secrets", "-n", "kube-system", "-o", "name")
+    assert f"bootstrap-token-{join_token_id(worker)}" not in secrets
+    assert planned_changes(cluster) == {}
+
+
+@pytest.mark.faults
+def test_a_worker_powered_off_during_its_join_is_started_and_joins_on_the_next_up(cluster: ClusterRun) -> None:
+    """The mission's other fault: a worker's VM powered off while `pulumi up` runs its kubeadm join (once the join has
+    written the cluster's CA and its bootstrap kubeconfig, synced to disk), then the README's `pulumi refresh
+    --exclude ...` and `pulumi up`. That up starts the VM (the refresh recorded it stopped) and runs the join step,
+    which dials the VM while it boots; then the worker is Ready and nothing is left to change. On the restarted VM
+    either the join step undoes the half-done join and joins, or the kubelet, started at boot with the bootstrap
+    kubeconfig kubeadm left, finishes the TLS bootstrap first and the step finds the node joined: both converge, and
+    which one happened is recorded. The join is made to run again as kubeadm's documentation re-joins a node: its
+    Node drained and deleted, then `--replace` of its join step (whose delete resets the node) and of the step that
+    mints its token (the old one was deleted once used). A new worker's join would do too, at the cost of a third
+    TCG guest's whole preparation."""
+    require_ready(cluster)
+    worker = WORKERS[0]
+    lab = cluster.lab
+    resources = state_resources(cluster.stack)
+    replace = [resources[name]["urn"] for name in (f"{worker}-kubeadm-join", f"{CONTROL_PLANE}-{worker}-join-command")]
+    kubectl(cluster, "drain", worker, "--ignore-daemonsets", "--delete-emptydir-data", "--force", "--timeout=600s", timeout=660)
+    kubectl(cluster, "delete", "node", worker)
+
+    output: list[str] = []
+    started = time.monotonic()
+    with node_shells(resources, [worker]) as shells:
+        # kubeadm join writes bootstrap-kubelet.conf for the kubelet's TLS bootstrap and removes it once joined: while
+        # it exists the join is half-way. (The replaced join's delete, the reset, runs before the new join.)
+        shells[worker].run(f"sudo test ! -e {BOOTSTRAP_KUBECONFIG}")
+        half_way = shells[worker].start(f"sudo sh -c 'until test -e {BOOTSTRAP_KUBECONFIG}; do sleep 0.2; done; sync'")
+
+        def power_off_half_way() -> None:
+            if half_way.wait() == 0:  # not when killed below: the up ended before the join got half-way
+                lab.host.virsh("destroy", worker)
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            power_off = pool.submit(power_off_half_way)
+            try:
+                error = lab.bounded_up(cluster.stack, ADD_SECONDS, output, replace=replace)
+            finally:
+                if half_way.poll() is None:
+                    half_way.kill()
+            power_off.result()
+    assert half_way.returncode == 0, f"the up ended before {worker}'s join got half-way: {error[-2000:]}"
+    record_figures(cluster, f"{worker} powered off during its join: the up failed {time.monotonic() - started:.0f} s after it started")
+    assert f"{worker}-kubeadm-join" in error, error[-4000:]
+    lab.bounded_refresh(cluster.stack, QUICK_SECONDS)
+    assert state_resources(cluster.stack)[f"{worker}-domain"]["outputs"]["running"] is False
+
+    output = []
+    started = time.monotonic()
+    error = lab.bounded_up(cluster.stack, ADD_SECONDS, output)
+    record_figures(cluster, f"pulumi up after {worker} was powered off during its join: {time.monotonic() - started:.0f} s")
+    assert error == "", error[-4000:]
+    join_log = revealed(state_resources(cluster.stack)[f"{worker}-kubeadm-join"]["outputs"]["stderr"])
+    undone = "an earlier 'kubeadm join' stopped half-way; undoing it with kubeadm reset -f" in join_log
+    assert undone or "this node has already joined" in join_log, join_log[-3000:]
+    record_figures(cluster, f"{worker}'s join step then " + ("undid the half-done join and joined" if undone else "found it joined by its kubelet"))
+    deadline_at = time.monotonic() + 30 * 60  # calico-node starts again on the node: minutes under TCG
+    while (nodes := node_names(cluster)) != dict.fromkeys([CONTROL_PLANE, *WORKERS], "True"):
+        if time.monotonic() > deadline_at:
+            pytest.fail(f"{worker} not Ready within 30 minutes of its join: {nodes}")
+        time.sleep(15)
+    record_figures(cluster, f"{worker} Ready {time.monotonic() - started:.0f} s after that up started")
     secrets = kubectl(cluster, "get", "secrets", "-n", "kube-system", "-o", "name")
     assert f"bootstrap-token-{join_token_id(worker)}" not in secrets
     assert planned_changes(cluster) == {}
