@@ -55,15 +55,19 @@ def bench_previews(engine: Engine, uri: str, sizes: list[int], work: Path) -> No
 
 
 def step_durations(events: list[auto.EngineEvent]) -> dict[str, float]:
-    """Resource name -> seconds from the engine starting its step to the step's outcome."""
-    started, durations = {}, {}
+    """Resource name -> seconds from the engine starting each of its steps to that step's outcome, summed: a
+    replaced resource has several (create the replacement, replace, delete the replaced one, whose delete hook may
+    be a drain), and its creation is the one that counts for the up, not the last."""
+    started: dict[str, int] = {}
+    durations: dict[str, float] = {}
     for event in events:
         if event.resource_pre_event is not None:
             started[event.resource_pre_event.metadata.urn] = event.timestamp
         outcome = event.res_outputs_event or event.res_op_failed_event
         if outcome is not None and outcome.metadata.urn in started:
             urn = outcome.metadata.urn
-            durations[urn.rsplit("::", 1)[1]] = event.timestamp - started[urn]
+            name = urn.rsplit("::", 1)[1]
+            durations[name] = durations.get(name, 0.0) + event.timestamp - started.pop(urn)
     return durations
 
 
