@@ -34,7 +34,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 # Each runs only when asked for: the mission (`cluster`) takes about 40 minutes on the machine the README's first
 # figures come from and well over an hour on a slower one of the same size, which with the rest of the suite does
-# not fit CI's 90 minutes; its scaling tests add about an hour, its fault test half an hour (README, Tests). --scaling and
+# not fit CI's 90 minutes; its scaling tests add about an hour, its two fault tests about as much (README, Tests). --scaling and
 # --faults imply --cluster: they run on the mission's live cluster.
 OPT_IN_MARKERS = ("cluster", "scaling", "faults")
 
