@@ -156,6 +156,16 @@ def node_names(run: ClusterRun) -> dict[str, str]:
     return {n["metadata"]["name"]: next(c["status"] for c in n["status"]["conditions"] if c["type"] == "Ready") for n in nodes}
 
 
+def wait_until_every_node_is_ready(run: ClusterRun, since: str) -> None:
+    """The lab's nodes all Ready, within 30 minutes: calico-node starts again on a node that joined again, which
+    takes minutes under TCG."""
+    deadline_at = time.monotonic() + 30 * 60
+    while (nodes := node_names(run)) != dict.fromkeys([CONTROL_PLANE, *WORKERS], "True"):
+        if time.monotonic() > deadline_at:
+            pytest.fail(f"not every node Ready within 30 minutes of {since}: {nodes}")
+        time.sleep(15)
+
+
 def test_the_up_ran_every_step_from_the_mirror_to_the_smoke_test(cluster: ClusterRun) -> None:
     assert cluster.error == "", cluster.error[-4000:]
     resources = state_resources(cluster.stack)
@@ -458,11 +468,7 @@ def test_the_join_command_output_joins_a_machine_by_hand(cluster: ClusterRun) ->
         started = time.monotonic()
         shell.run("read -r join && sudo $join", stdin=join_command + "\n", timeout=1200)
         record_figures(cluster, f"{worker} joined by hand in {time.monotonic() - started:.0f} s")
-    deadline_at = time.monotonic() + 30 * 60  # calico-node starts again on the node: minutes under TCG
-    while (nodes := node_names(cluster)) != dict.fromkeys([CONTROL_PLANE, *WORKERS], "True"):
-        if time.monotonic() > deadline_at:
-            pytest.fail(f"{worker} not Ready within 30 minutes of joining by hand: {nodes}")
-        time.sleep(15)
+    wait_until_every_node_is_ready(cluster, f"{worker} joining by hand")
     record_figures(cluster, f"{worker} Ready {time.monotonic() - started:.0f} s after its join started")
     assert planned_changes(cluster) == {}
 
@@ -556,11 +562,7 @@ def test_a_worker_powered_off_during_its_join_is_started_and_joins_on_the_next_u
     undone = "an earlier 'kubeadm join' stopped half-way; undoing it with kubeadm reset -f" in join_log
     assert undone or "this node has already joined" in join_log, join_log[-3000:]
     record_figures(cluster, f"{worker}'s join step then " + ("undid the half-done join and joined" if undone else "found it joined by its kubelet"))
-    deadline_at = time.monotonic() + 30 * 60  # calico-node starts again on the node: minutes under TCG
-    while (nodes := node_names(cluster)) != dict.fromkeys([CONTROL_PLANE, *WORKERS], "True"):
-        if time.monotonic() > deadline_at:
-            pytest.fail(f"{worker} not Ready within 30 minutes of its join: {nodes}")
-        time.sleep(15)
+    wait_until_every_node_is_ready(cluster, f"{worker}'s join")
     record_figures(cluster, f"{worker} Ready {time.monotonic() - started:.0f} s after that up started")
     secrets = kubectl(cluster, "get", "secrets", "-n", "kube-system", "-o", "name")
     assert f"bootstrap-token-{join_token_id(worker)}" not in secrets
