@@ -11,7 +11,7 @@ from pathlib import Path
 from components.plan import split_invocation
 
 # Node paths -> where they go under the sandbox.
-NODE_PATHS = (("/etc/kubernetes", "etc/kubernetes"), ("/var/log/kubeadm-libvirt", "log"))
+NODE_PATHS = (("/etc/kubernetes", "etc/kubernetes"), ("/etc/cni/net.d", "etc/cni/net.d"), ("/root/.kube", "root/.kube"), ("/var/log/kubeadm-libvirt", "log"))
 
 
 def sandboxed(create: str, root: Path) -> tuple[str, dict[str, str], str]:

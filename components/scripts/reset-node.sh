@@ -42,9 +42,12 @@ else
 fi
 
 # --- CNI configuration -----------------------------------------------------------------------
-if [[ -e /etc/cni/net.d ]]; then
-  rm -rf /etc/cni/net.d
-  did+=("removed /etc/cni/net.d")
+# Its contents, not the directory: containerd watches the directory's inode and, once it is removed, never sees a
+# config written there again (containerd#6490), so a node joined again without a reboot (a replaced join step)
+# would stay NotReady with "cni plugin not initialized" until containerd restarts.
+if [[ -n $(find /etc/cni/net.d -mindepth 1 -maxdepth 1 -print -quit 2>/dev/null) ]]; then
+  find /etc/cni/net.d -mindepth 1 -maxdepth 1 -exec rm -rf {} +
+  did+=("emptied /etc/cni/net.d")
 fi
 
 # --- iptables: only when kube-proxy or Calico chains are present -----------------------------
