@@ -3,7 +3,9 @@ worker's join (also when it is retried days later), deleted once the worker has 
 
 The scripts run exactly as the dev stack sends them (from a mock run), with /etc/kubernetes moved into a temporary
 directory and a fake kubeadm and kubectl on PATH that keep bootstrap tokens in a file and honour their TTL against
-a fake clock (FAKE_NOW), as the real API server does: a token past its expiry is gone for discovery.
+a fake clock (FAKE_NOW), as the real API server does: a token past its expiry is gone for discovery. The fake
+kubeadm also refuses the first READY_NODE_REFUSALS joins as kubeadm's kubelet-start phase does while the cluster
+lists a Ready Node of the worker's name (after writing the CA and the bootstrap kubeconfig).
 """
 
 from __future__ import annotations
@@ -90,6 +92,12 @@ elif args[:2] == ["join", "--config"]:
         sys.exit("error execution phase preflight: [ERROR FileAvailable--etc-kubernetes-pki-ca.crt]: /etc/kubernetes/pki/ca.crt already exists")
     open(os.path.join(os.environ["NODE_ROOT"], "etc/kubernetes/pki/ca.crt"), "w").close()
     open(os.path.join(os.environ["NODE_ROOT"], "etc/kubernetes/bootstrap-kubelet.conf"), "w").close()
+    refusals = os.path.join(os.environ["SANDBOX"], "ready-node-refusals")
+    refused = int(open(refusals).read()) if os.path.exists(refusals) else 0
+    if refused < int(os.environ.get("READY_NODE_REFUSALS", "0")):  # kubelet-start: the cluster lists a Ready Node of this name
+        open(refusals, "w").write(str(refused + 1))
+        sys.exit('error execution phase kubelet-start: a Node with name "%s" and status "Ready" already exists in the cluster. '
+                 "You must delete the existing Node or change the name of this new joining Node" % os.environ["NODE_NAME"])
     if os.environ.get("POWER_OFF_MID_JOIN"):  # the join wrote its first files, then stopped with its VM
         sys.exit(137)
     open(kubelet_conf, "w").close()
@@ -212,6 +220,62 @@ def test_a_join_stopped_half_way_is_undone_and_run_again(cluster: Cluster, dev_r
     third = cluster.run("worker", join, stdin=join_line + "\n")
     assert third.returncode == 0 and "already joined" in third.stderr and cluster.kubeadm_calls().count("reset -f") == 1
 
+
+# The join step's wait between refused joins only records here.
+FAKE_SLEEP = """#!/bin/sh
+echo "sleep $*" >>"$CALLS"
+"""
+
+
+def join_calls(cluster: Cluster) -> list[str]:
+    """The worker's kubeadm join, reset and sleep calls, in order, as words."""
+    return [call.split()[0] for call in cluster.kubeadm_calls() if call.split()[0] in ("join", "reset", "sleep")]
+
+
+def test_a_ready_node_of_its_name_is_waited_out_and_the_join_runs_again(cluster: Cluster, dev_run: StackRun) -> None:
+    """The mission's other fault (lab run 19): the worker's VM replaced while its disk survived, so its old kubelet
+    reported the Node Ready again until the replaced join's delete reset it; the cluster lists that Node Ready for
+    about a minute more."""
+    mint, _, join, _ = steps_of(dev_run)
+    join_line = cluster.run("control-plane", mint).stdout.strip()
+    install_fakes(cluster.bin, {"sleep": FAKE_SLEEP})
+    done = cluster.run("worker", join, stdin=join_line + "\n", READY_NODE_REFUSALS="2")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"node {WORKER} joined\n"
+    # Each refused join's CA and bootstrap kubeconfig are reset before the next, or kubeadm's preflight would stop it.
+    assert join_calls(cluster) == ["join", "sleep", "reset", "join", "sleep", "reset", "join"]
+    assert "sleep 10" in cluster.kubeadm_calls()
+    assert done.stderr.count(f"the cluster still lists a Ready Node named {WORKER}") == 2
+    assert (cluster.root / "worker/etc/kubernetes/kubelet.conf").exists()
+
+
+def test_a_ready_node_that_stays_fails_the_step_with_what_to_do(cluster: Cluster, dev_run: StackRun) -> None:
+    mint, _, join, _ = steps_of(dev_run)
+    join_line = cluster.run("control-plane", mint).stdout.strip()
+    install_fakes(cluster.bin, {"sleep": FAKE_SLEEP})
+    done = cluster.run("worker", join, stdin=join_line + "\n", READY_NODE_REFUSALS="99", STALE_NODE_WAIT_SECONDS="1")
+    assert done.returncode == 1
+    assert join_calls(cluster) == ["join"]
+    assert f"still lists a Ready Node named {WORKER} after 1s (STALE_NODE_WAIT_SECONDS)" in done.stderr
+    assert "Give this worker another name, or remove that machine" in done.stderr
+    assert not (cluster.root / "worker/etc/kubernetes/kubelet.conf").exists()
+
+
+def test_any_other_join_failure_is_not_retried(cluster: Cluster, dev_run: StackRun) -> None:
+    mint, _, join, _ = steps_of(dev_run)
+    join_line = cluster.run("control-plane", mint).stdout.strip()
+    done = cluster.run("worker", join, stdin=join_line + "\n", JOIN_FAILS_ONCE="1")
+    assert done.returncode == 1
+    assert join_calls(cluster) == ["join"]
+    assert "kubeadm join failed (exit 1" in done.stderr and "Port 10250 is in use" in done.stderr
+
+
+def test_a_bad_stale_node_wait_is_refused_before_anything_runs(cluster: Cluster, dev_run: StackRun) -> None:
+    _, _, join, _ = steps_of(dev_run)
+    done = cluster.run("worker", join, stdin="", STALE_NODE_WAIT_SECONDS="soon")
+    assert done.returncode == 2
+    assert "STALE_NODE_WAIT_SECONDS='soon': expected a whole number of seconds >= 1" in done.stderr
+    assert cluster.kubeadm_calls() == []
 
 def test_an_expiring_token_is_what_failed_before(cluster: Cluster, dev_run: StackRun) -> None:
     """The old design's token (`--ttl 2h`), retried three hours later: refused, and the message says what to do."""
